@@ -1,0 +1,1 @@
+"""Small real models and data (scikit-learn digits) used by tests, examples and benchmarks."""
