@@ -1,0 +1,28 @@
+"""Export selected samples of classifier/detector evaluations to FiftyOne and Parquet.
+
+Nothing heavy is imported here; ``open_export`` loads ``armory_datasets.reading``
+on first use.
+
+>>> import armory_datasets
+>>> armory_datasets.__version__
+'0.1.0'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from armory_datasets.reading import open_export
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "open_export"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``open_export`` lazily: ``armory_datasets.open_export(path)``."""
+    if name == "open_export":
+        from armory_datasets.reading import open_export
+
+        return open_export
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
