@@ -1,0 +1,105 @@
+"""One criterion, four engines: export-time selection equals every query backend.
+
+For random criteria over random sample tables split into random batch sizes (with a
+short last batch), the records selected batch by batch at export time are exactly
+those that pyarrow (Parquet scan with the filter pushed down), DuckDB (SQL on the
+Parquet file) and FiftyOne (``dataset.match``) return.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import duckdb
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from criteria_cases import (
+    SampleTable,
+    batch_sizes,
+    criteria_strategy,
+    export_time_keys,
+    make_table,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from armory_datasets.schema import VOCABULARY
+
+EXAMPLES = 350  # the issue asks for at least 300 random criteria per backend
+
+
+def arrow_keys(path: Path, criterion) -> set[str]:
+    dataset = ds.dataset(path, format="parquet")
+    table = dataset.to_table(columns=["record_key"], filter=criterion.to_arrow())
+    return set(table.column("record_key").to_pylist())
+
+
+def duckdb_keys(path: Path, criterion) -> set[str]:
+    query = f"SELECT record_key FROM read_parquet('{path}') WHERE {criterion.to_sql()}"
+    return {row[0] for row in duckdb.sql(query).fetchall()}
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), sizes=batch_sizes(), criterion=criteria_strategy())
+def test_export_time_equals_pyarrow_and_duckdb(seed, sizes, criterion):
+    table = make_table(seed, sizes)
+    expected = export_time_keys(table, criterion)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "part-00000.parquet"
+        pq.write_table(table.table, path, row_group_size=7)  # several row groups to prune
+        assert arrow_keys(path, criterion) == expected, str(criterion)
+        assert duckdb_keys(path, criterion) == expected, str(criterion)
+
+
+def fiftyone_sample(fo, row: dict):
+    """A sample with every column at its vocabulary path."""
+    fields: dict = {}
+    labels: dict[str, dict] = {}
+    for name, value in row.items():
+        path = VOCABULARY.fiftyone_path(name)
+        if "." in path:
+            head, attribute = path.split(".", 1)
+            if value is not None:
+                labels.setdefault(head, {})[attribute] = value
+        else:
+            fields[name] = value
+    for head, attributes in labels.items():
+        label = str(attributes.get("class_index", ""))
+        fields[head] = fo.Classification(label=label, **attributes)
+    return fo.Sample(filepath=f"/nonexistent/{row['record_key']}.png", **fields)
+
+
+@pytest.fixture(scope="module")
+def fiftyone_tables():
+    from armory_datasets.database import import_fiftyone
+
+    fo = import_fiftyone()
+    tables = []
+    for seed, sizes in enumerate([[5, 5, 5, 2], [8, 8, 8, 8, 3], [3, 3, 1], [7]]):
+        table = make_table(seed, sizes)
+        dataset = fo.Dataset(f"criteria-property-{seed}")
+        dataset.add_samples([fiftyone_sample(fo, row) for row in table.table.to_pylist()])
+        tables.append((table, dataset))
+    yield tables
+    for _, dataset in tables:
+        dataset.delete()
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(which=st.integers(0, 3), criterion=criteria_strategy())
+def test_export_time_equals_fiftyone(fiftyone_tables, which, criterion):
+    table, dataset = fiftyone_tables[which]
+    expected = export_time_keys(table, criterion)
+    view = dataset.match(criterion.to_fiftyone())
+    assert set(view.values("record_key")) == expected, str(criterion)
+
+
+def test_tables_exercise_nulls_and_short_batches():
+    table: SampleTable = make_table(1, [8, 8, 8, 8, 3])
+    assert table.table.column("target").null_count > 0
+    assert table.table.column("score").null_count > 0
+    sizes = [len(batch) for chain, _, batch in table.batches() if chain == "benign"]
+    assert sizes == [8, 8, 8, 8, 3]
