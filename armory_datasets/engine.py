@@ -1,0 +1,202 @@
+"""Run an evaluation: perturb, predict, measure and export every batch of every chain.
+
+The dataset is read once. For each dataset batch the engine assigns global sample
+indices (a running count, unless the dataset provides them), then for each chain:
+applies the chain's perturbations to a copy, predicts under ``torch.no_grad``, records
+metrics in ``batch.metrics``, calls ``exporter.export(batch_idx, batch)`` for every
+exporter and then ``writer.end_batch()``. ``batch_idx`` counts the chain's batches from
+0, so it restarts per chain as upstream; a sample's records share one global index.
+
+Example:
+    >>> import numpy as np, torch
+    >>> from armory_datasets.evaluation import Evaluation
+    >>> evaluation = Evaluation("toy", "constant model", "me")
+    >>> evaluation.use_dataset([(np.zeros((3, 1, 2, 2), np.float32), [0, 1, 0])])
+    >>> evaluation.use_model(lambda x: torch.tensor([[1.0, 0.0]]).repeat(len(x), 1))
+    >>> EvaluationEngine(evaluation, quiet=True).run().metrics["benign"]["accuracy"]
+    0.6666666666666666
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from armory_datasets.data import ImageClassificationBatch, ObjectDetectionBatch, to_numpy
+from armory_datasets.evaluation import Chain, Evaluation
+from armory_datasets.metrics import Metric, NamedMetric, default_metrics, summarize
+
+__all__ = ["EvaluationEngine", "EvaluationResult"]
+
+Batch = ImageClassificationBatch | ObjectDetectionBatch
+
+
+@dataclass
+class EvaluationResult:
+    """What a run produced.
+
+    ``metrics``: per chain, run-level aggregates (``accuracy``, ``mean_confidence``,
+    ``mean_precision``, ...; None when undefined). ``counts``: samples per chain.
+    ``export_dir`` and ``dataset_name`` (the FiftyOne dataset) are None without exporters.
+    """
+
+    metrics: dict[str, dict[str, float | None]]
+    export_dir: Path | None
+    dataset_name: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class _CriterionMetric(NamedMetric):
+    """A metric a criterion reads; a scalar result applies to every sample."""
+
+    def compute(self, batch: Any) -> Any:
+        values = to_numpy(self.fn(batch))
+        return np.full(len(batch), values.item()) if values.ndim == 0 else values
+
+
+class EvaluationEngine:
+    """Runs an ``Evaluation`` and writes its exports.
+
+    ``export_dir`` defaults to ``armory-exports/{name}-{UTC time}`` when there are
+    exporters. ``writer`` replaces the ``armory_datasets.store.ExportWriter`` the engine
+    would open (any object with ``end_batch()``, ``close()`` and the context manager
+    protocol). ``quiet=True`` hides the progress bar.
+
+    Example:
+        >>> from armory_datasets.evaluation import Evaluation
+        >>> EvaluationEngine(Evaluation("e", "d", "a"), quiet=True).export_dir is None
+        True
+    """
+
+    def __init__(self, evaluation: Evaluation, export_dir: str | Path | None = None,
+                 quiet: bool = False, writer: Any = None) -> None:
+        self.evaluation = evaluation
+        self.quiet = quiet
+        self.writer = writer
+        if export_dir is None and evaluation.exporters and writer is None:
+            slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", evaluation.name).strip("-") or "evaluation"
+            export_dir = Path("armory-exports") / f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+        self.export_dir = Path(export_dir) if export_dir is not None else None
+
+    def run(self) -> EvaluationResult:
+        """Evaluate every batch of every chain; returns the aggregates and where exports went."""
+        import torch
+
+        evaluation = self.evaluation
+        evaluation.validate()
+        model = evaluation.model
+        module = model.module
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+        device = torch.device(model.device) if model.device is not None else _module_device(module)
+        exporters = evaluation.exporters
+        extra_metrics = list(evaluation.metrics) + _criteria_metrics(exporters, evaluation.metrics)
+        values: dict[str, dict[str, list[np.ndarray]]] = {c: {} for c in evaluation.chains}
+        counts = {c: 0 for c in evaluation.chains}
+        metrics_used: dict[str, list[Metric]] = {}
+        dataset_name = None
+        with ExitStack() as stack:
+            writer = self._open_writer(stack) if exporters else None
+            closing = stack.enter_context(ExitStack())
+            for exporter in exporters:
+                exporter.setup(writer=writer)
+                closing.callback(exporter.close)
+            offset = 0
+            for batch_idx, item in enumerate(self._progress(evaluation.dataset.batches)):
+                base = evaluation.dataset.adapter(item)
+                if base.global_indices is None:
+                    base = replace(base, global_indices=np.arange(offset, offset + len(base)))
+                offset += len(base)
+                for chain in evaluation.chains.values():
+                    batch = self._evaluate(base, chain, device)
+                    metrics = metrics_used.setdefault(chain.name, _metrics_for(batch, extra_metrics))
+                    for metric in metrics:
+                        batch.metrics[metric.name] = metric(batch)
+                        values[chain.name].setdefault(metric.name, []).append(batch.metrics[metric.name])
+                    counts[chain.name] += len(batch)
+                    for exporter in exporters:
+                        exporter.export(batch_idx, batch)
+                    if writer is not None:
+                        writer.end_batch()
+            closing.close()
+            if writer is not None:
+                dataset_name = writer.close()
+        summary = {c: summarize(metrics_used.get(c, []), values[c]) for c in evaluation.chains}
+        return EvaluationResult(summary, self.export_dir if exporters else None, dataset_name, counts)
+
+    def _open_writer(self, stack: ExitStack) -> Any:
+        writer = self.writer
+        if writer is None:
+            from armory_datasets.store import ExportWriter
+
+            writer = ExportWriter(self.export_dir, self.evaluation.info())
+        return stack.enter_context(writer)
+
+    def _progress(self, batches: Any) -> Any:
+        from tqdm.auto import tqdm
+
+        total = len(batches) if hasattr(batches, "__len__") else None
+        return tqdm(batches, total=total, disable=self.quiet, desc=self.evaluation.name, unit="batch")
+
+    def _evaluate(self, base: Batch, chain: Chain, device: Any) -> Batch:
+        """The chain's copy of a batch: perturbed inputs and the model's predictions."""
+        import torch
+
+        inputs, applied = base.inputs, {}
+        if chain.perturbations:
+            unit = base.inputs.to_unit_float_chw().to(device)
+            targets = (torch.as_tensor(base.targets, device=device)
+                       if isinstance(base, ImageClassificationBatch) else base.targets)
+            with torch.enable_grad():
+                for perturbation in chain.perturbations:
+                    unit = perturbation.perturb(unit, targets, base.inputs.normalize)
+                    applied[perturbation.name] = perturbation.params()
+            inputs = base.inputs.with_unit_float(unit)
+        model = self.evaluation.model
+        with torch.no_grad():
+            output = model.module(inputs.to_model_input().to(device))
+        class_names = base.class_names if base.class_names is not None else model.class_names
+        changes: dict[str, Any] = dict(inputs=inputs, chain=chain.name, perturbations=applied,
+                                       class_names=class_names, metrics={})
+        if isinstance(base, ImageClassificationBatch):
+            changes.update(predictions=output, prediction_kind=model.prediction_kind)
+        else:
+            changes["predictions"] = list(output)
+        return replace(base, **changes)
+
+
+def _metrics_for(batch: Batch, extra: list[Metric]) -> list[Metric]:
+    """Built-in metrics of the batch's kind, then the extra ones not named like them."""
+    builtin = default_metrics(batch)
+    names = {m.name for m in builtin}
+    return builtin + [m for m in extra if m.name not in names]
+
+
+def _module_device(module: Any) -> Any:
+    import torch
+
+    parameters = getattr(module, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _criteria_metrics(exporters: list[Any], recorded: list[Metric]) -> list[Metric]:
+    """Named metrics the exporters' criteria read that are not batch columns or recorded."""
+    from armory_datasets.criteria import BatchColumn
+
+    names = {m.name for m in recorded}
+    found: list[Metric] = []
+    for exporter in exporters:
+        fields = getattr(getattr(exporter, "criterion", None), "fields", None)
+        for f in fields() if callable(fields) else []:
+            if f.name and f.metric is not None and not isinstance(f.metric, BatchColumn) \
+                    and f.name not in names:
+                names.add(f.name)
+                found.append(_CriterionMetric(f.name, f.metric))
+    return found
