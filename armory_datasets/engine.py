@@ -64,9 +64,9 @@ class EvaluationEngine:
     """Runs an ``Evaluation`` and writes its exports.
 
     ``export_dir`` defaults to ``armory-exports/{name}-{UTC time}`` when there are
-    exporters. ``writer`` replaces the ``armory_datasets.store.ExportWriter`` the engine
-    would open (any object with ``end_batch()``, ``close()`` and the context manager
-    protocol). ``quiet=True`` hides the progress bar.
+    exporters; ``overwrite`` and ``fiftyone`` go to the ``armory_datasets.store.ExportWriter``
+    the engine opens. ``writer`` replaces that writer (any object with ``end_batch()``,
+    ``close()`` and the context manager protocol). ``quiet=True`` hides the progress bar.
 
     Example:
         >>> from armory_datasets.evaluation import Evaluation
@@ -75,10 +75,12 @@ class EvaluationEngine:
     """
 
     def __init__(self, evaluation: Evaluation, export_dir: str | Path | None = None,
-                 quiet: bool = False, writer: Any = None) -> None:
+                 quiet: bool = False, writer: Any = None, overwrite: bool = False,
+                 fiftyone: bool = True) -> None:
         self.evaluation = evaluation
         self.quiet = quiet
         self.writer = writer
+        self.writer_options = {"overwrite": overwrite, "fiftyone": fiftyone}
         if export_dir is None and evaluation.exporters and writer is None:
             slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", evaluation.name).strip("-") or "evaluation"
             export_dir = Path("armory-exports") / f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
@@ -126,7 +128,7 @@ class EvaluationEngine:
                         writer.end_batch()
             closing.close()
             if writer is not None:
-                dataset_name = writer.close()
+                dataset_name = _dataset_name(writer, writer.close())
         summary = {c: summarize(metrics_used.get(c, []), values[c]) for c in evaluation.chains}
         return EvaluationResult(summary, self.export_dir if exporters else None, dataset_name, counts)
 
@@ -135,7 +137,7 @@ class EvaluationEngine:
         if writer is None:
             from armory_datasets.store import ExportWriter
 
-            writer = ExportWriter(self.export_dir, self.evaluation.info())
+            writer = ExportWriter(self.export_dir, self.evaluation.info(), **self.writer_options)
         return stack.enter_context(writer)
 
     def _progress(self, batches: Any) -> Any:
@@ -176,6 +178,14 @@ def _metrics_for(batch: Batch, extra: list[Metric]) -> list[Metric]:
     builtin = default_metrics(batch)
     names = {m.name for m in builtin}
     return builtin + [m for m in extra if m.name not in names]
+
+
+def _dataset_name(writer: Any, returned: Any) -> str | None:
+    """The FiftyOne dataset name: what ``close()`` returned, else the writer's manifest."""
+    if returned is not None:
+        return returned
+    manifest = getattr(writer, "manifest", None) or {}
+    return (manifest.get("fiftyone") or {}).get("dataset")
 
 
 def _module_device(module: Any) -> Any:
