@@ -282,3 +282,39 @@ def test_configuration_errors():
         chain.add_perturbation(Shift(0.1))
     evaluation.use_perturbations("attack", [Shift(0.3, name="other")])
     assert [p.name for p in evaluation.chains["attack"].perturbations] == ["other"]
+
+
+class TableExporter:
+    """A minimal real exporter: every sample's target, prediction and image to the store."""
+
+    name = "table"
+    criterion = None
+
+    def setup(self, writer=None):
+        self.writer = writer
+        self.registered = writer.register_exporter(self.name, "TableExporter", None, {})
+
+    def export(self, batch_idx, batch):
+        batch.validate()
+        self.writer.add_records(
+            self.registered, batch.chain, batch.global_indices,
+            {"target": batch.column("target"), "prediction": batch.column("prediction")},
+            batch=batch_idx, positions=np.arange(len(batch)), images=batch.inputs.to_uint8_hwc())
+
+    def close(self):
+        pass
+
+
+def test_integration_with_the_export_writer(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    store = pytest.importorskip("armory_datasets.store")
+    evaluation = evaluation_with(TableExporter())
+    result = EvaluationEngine(evaluation, export_dir=tmp_path / "run", quiet=True, fiftyone=False).run()
+    table = pq.read_table(tmp_path / "run" / "table").sort_by([("chain", "ascending"),
+                                                              ("sample_index", "ascending")])
+    assert table.column("chain").to_pylist() == ["benign"] * 10 + ["shift"] * 10
+    assert table.column("sample_index").to_pylist() == list(range(10)) * 2
+    assert table.column("batch").to_pylist() == [0] * 4 + [1] * 4 + [2] * 2 + [0] * 4 + [1] * 4 + [2] * 2
+    assert store.read_manifest(tmp_path / "run")["evaluation"]["chains"] == {
+        "benign": {}, "shift": {"shift": {"amount": 0.5}}}
+    assert result.export_dir == tmp_path / "run"
