@@ -1,0 +1,184 @@
+"""``manifest.json``: what an export directory holds, checked against schemas/manifest.v1.json.
+
+Validation uses the ``jsonschema`` package (a dependency of armory_datasets); the
+manifest is written atomically (tmp + ``os.replace``).
+
+Example:
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> doc = new_manifest({"name": "demo"}, png_compress_level=1)
+    >>> write_manifest(root, doc)
+    >>> read_manifest(root)["status"]
+    'writing'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from datetime import datetime, timezone
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from armory_datasets import __version__
+from armory_datasets.schema import SCHEMAS_DIR, VOCABULARY
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_SCHEMA_FILE = SCHEMAS_DIR / "manifest.v1.json"
+IMAGES_PATTERN = "media/images/{chain}/{sample_index:08d}.png"
+HEATMAPS_PATTERN = "media/heatmaps/{field}/{chain}/{sample_index:08d}.tif"
+
+_PRIMITIVE_NAMES = {
+    pa.bool_(): "bool", pa.int32(): "int32", pa.int64(): "int64",
+    pa.float32(): "float32", pa.float64(): "float64", pa.string(): "string",
+}
+
+
+def format_arrow_type(arrow_type: pa.DataType) -> str:
+    """Write a type in the notation of schemas/*.json (inverse of ``schema.parse_arrow_type``).
+
+    Example:
+        >>> format_arrow_type(pa.list_(pa.struct([("label", pa.int64())])))
+        'list<struct<label:int64>>'
+    """
+    if arrow_type in _PRIMITIVE_NAMES:
+        return _PRIMITIVE_NAMES[arrow_type]
+    if pa.types.is_list(arrow_type):
+        return f"list<{format_arrow_type(arrow_type.value_type)}>"
+    if pa.types.is_struct(arrow_type):
+        fields = ",".join(f"{f.name}:{format_arrow_type(f.type)}" for f in arrow_type)
+        return f"struct<{fields}>"
+    raise ValueError(f"Arrow type {arrow_type} has no notation; expected bool, int32, int64, "
+                     f"float32, float64, string, or lists/structs of them")
+
+
+def now_iso() -> str:
+    """UTC time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
+
+    Example:
+        >>> now_iso().endswith("Z")
+        True
+    """
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_export_id() -> str:
+    """A fresh export id: UTC time plus random hex, e.g. ``20250101T120000Z-1a2b3c4d``.
+
+    Example:
+        >>> len(new_export_id())
+        25
+    """
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+def default_dataset_name(manifest: dict[str, Any]) -> str:
+    """FiftyOne dataset name of an export: ``{evaluation name}-{export_id}``.
+
+    Example:
+        >>> default_dataset_name({"evaluation": {"name": "eval"}, "export_id": "X"})
+        'eval-X'
+    """
+    return f"{manifest['evaluation']['name']}-{manifest['export_id']}"
+
+
+def new_manifest(evaluation: dict[str, Any], png_compress_level: int) -> dict[str, Any]:
+    """A manifest for a new export (status "writing", no exporters or parts yet).
+
+    Example:
+        >>> new_manifest({"name": "e", "author": "me"}, 1)["evaluation"]
+        {'description': None, 'author': 'me', 'name': 'e'}
+    """
+    now = now_iso()
+    return {
+        "manifest_version": 1,
+        "table_version": VOCABULARY.version,
+        "armory_datasets_version": __version__,
+        "export_id": new_export_id(),
+        "created_at": now,
+        "updated_at": now,
+        "status": "writing",
+        "evaluation": {"description": None, "author": None, **json_ready(evaluation)},
+        "exporters": [],
+        "class_names": None,
+        "dynamic_columns": [],
+        "counts": None,
+        "table": {"dir": "table", "parts": []},
+        "media": {"images": IMAGES_PATTERN, "heatmaps": HEATMAPS_PATTERN,
+                  "png_compress_level": png_compress_level},
+        "fiftyone": {"dataset": None, "layout": "flat", "saved_views": []},
+    }
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as plain JSON types (tuples become lists, numpy scalars numbers, else str).
+
+    Example:
+        >>> json_ready({"eps": (1, 2)})
+        {'eps': [1, 2]}
+    """
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+@cache
+def _validator() -> Any:
+    import jsonschema
+
+    schema = json.loads(MANIFEST_SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate_manifest(doc: dict[str, Any]) -> None:
+    """Raise ValueError naming the first place where ``doc`` breaks manifest.v1.json.
+
+    Example:
+        >>> validate_manifest({"status": "done"})
+        Traceback (most recent call last):
+        ...
+        ValueError: manifest: 'manifest_version' is a required property (at <root>)
+    """
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.path))
+    if errors:
+        error = errors[0]
+        where = "/".join(str(p) for p in error.path) or "<root>"
+        raise ValueError(f"manifest: {error.message} (at {where})")
+
+
+def read_manifest(export_dir: Path) -> dict[str, Any] | None:
+    """The validated manifest of an export directory, or None if it has none.
+
+    Example:
+        >>> read_manifest(Path("/nonexistent")) is None
+        True
+    """
+    path = Path(export_dir) / MANIFEST_FILE
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text())
+    validate_manifest(doc)
+    return doc
+
+
+def write_manifest(export_dir: Path, doc: dict[str, Any]) -> None:
+    """Validate ``doc``, stamp ``updated_at`` and write it atomically.
+
+    Example:
+        >>> import tempfile
+        >>> write_manifest(Path(tempfile.mkdtemp()), new_manifest({"name": "e"}, 1))
+    """
+    doc["updated_at"] = now_iso()
+    validate_manifest(doc)
+    path = Path(export_dir) / MANIFEST_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
