@@ -1,0 +1,210 @@
+"""Streaming, atomic Parquet parts under ``table/`` of an export directory.
+
+Rows arrive as Arrow record batches and are buffered into row groups of at most
+``rows_per_group`` rows, so memory does not grow with the export. A part is written to
+``part-NNNNN.parquet.tmp`` and renamed to ``part-NNNNN.parquet`` when finished: readers
+(and a resumed export) only ever see complete parts. A part is finished when it holds
+``rows_per_part`` rows or is ``seconds_per_part`` old (bounding the work a crash loses),
+and whenever a batch brings a new column: each part has one schema, later parts extend
+earlier ones, and :func:`unified_schema` gives the schema that reads them all.
+
+Example:
+    >>> import pyarrow as pa, tempfile
+    >>> table_dir = Path(tempfile.mkdtemp())
+    >>> writer = TableWriter(table_dir, pa.schema([("x", pa.int64())]))
+    >>> writer.write(pa.record_batch({"x": [1, 2]}))
+    >>> writer.close()
+    >>> [p.name for p in part_paths(table_dir)], unified_schema(table_dir).names
+    (['part-00000.parquet'], ['x'])
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+PART_GLOB = "part-*.parquet"
+TABLE_METADATA = {b"armory_datasets.table": b"1"}
+
+
+def part_paths(table_dir: Path) -> list[Path]:
+    """Finished parts, in writing order.
+
+    Example:
+        >>> part_paths(Path("/nonexistent"))
+        []
+    """
+    return sorted(Path(table_dir).glob(PART_GLOB))
+
+
+def unified_schema(table_dir: Path) -> pa.Schema | None:
+    """One schema reading every part (parts written later may add columns); None if empty.
+
+    Reads only the Parquet footers. Use it as ``pyarrow.dataset.dataset(dir, schema=...)``;
+    DuckDB's ``read_parquet(..., union_by_name=true)`` does the same.
+
+    Example:
+        >>> unified_schema(Path("/nonexistent")) is None
+        True
+    """
+    schemas = [pq.read_schema(p) for p in part_paths(table_dir)]
+    return pa.unify_schemas(schemas) if schemas else None
+
+
+def read_keys(table_dir: Path) -> dict[str, set[int]]:
+    """Sample indices already in finished parts, per chain (used to resume an export).
+
+    Example:
+        >>> read_keys(Path("/nonexistent"))
+        {}
+    """
+    keys: dict[str, set[int]] = {}
+    for path in part_paths(table_dir):
+        for batch in pq.ParquetFile(path).iter_batches(columns=["chain", "sample_index"]):
+            for chain, index in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+                keys.setdefault(chain, set()).add(index)
+    return keys
+
+
+def count_records(table_dir: Path) -> dict[str, object]:
+    """Record counts of the finished parts: total, per chain and per exporter.
+
+    Example:
+        >>> count_records(Path("/nonexistent"))
+        {'records': 0, 'per_chain': {}, 'per_exporter': {}}
+    """
+    per_chain: Counter[str] = Counter()
+    per_exporter: Counter[str] = Counter()
+    for path in part_paths(table_dir):
+        for batch in pq.ParquetFile(path).iter_batches(columns=["chain", "exporters"]):
+            per_chain.update(_value_counts(batch.column(0)))
+            per_exporter.update(_value_counts(pc.list_flatten(batch.column(1))))
+    return {
+        "records": sum(per_chain.values()),
+        "per_chain": dict(sorted(per_chain.items())),
+        "per_exporter": dict(sorted(per_exporter.items())),
+    }
+
+
+def _value_counts(array: pa.Array) -> dict[str, int]:
+    counts = pc.value_counts(array)
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+
+
+class TableWriter:
+    """Append record batches; finish parts atomically; roll parts when columns are added.
+
+    ``schema`` lists the columns every part has (missing values are null); a batch may
+    bring more columns, which start a new part. ``on_part(path)`` is called after each
+    part is finished.
+
+    Example:
+        >>> import tempfile
+        >>> w = TableWriter(Path(tempfile.mkdtemp()), pa.schema([("x", pa.int64())]))
+        >>> w.write(pa.record_batch({"x": [1], "y": ["new column"]}))
+        >>> w.close(); w.schema.names
+        ['x', 'y']
+    """
+
+    def __init__(
+        self,
+        table_dir: Path,
+        schema: pa.Schema,
+        rows_per_group: int = 4096,
+        rows_per_part: int = 100_000,
+        seconds_per_part: float = 60.0,
+        max_group_bytes: int = 32 << 20,
+        on_part: Callable[[Path], None] | None = None,
+    ) -> None:
+        self.table_dir = Path(table_dir)
+        self.schema = schema.with_metadata(TABLE_METADATA)
+        self.rows_per_group = rows_per_group
+        self.rows_per_part = rows_per_part
+        self.seconds_per_part = seconds_per_part
+        self.max_group_bytes = max_group_bytes
+        self.on_part = on_part
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffered_rows = 0
+        self._buffered_bytes = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self._part_rows = 0
+        self._part_started = 0.0
+        existing = part_paths(self.table_dir)
+        self._next_part = int(existing[-1].name[5:10]) + 1 if existing else 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Buffer a batch (conformed to the part schema), writing row groups as they fill."""
+        new_fields = [f for f in batch.schema if self.schema.get_field_index(f.name) < 0]
+        if new_fields:
+            self.finish_part()
+            self.schema = pa.schema(list(self.schema) + new_fields, metadata=TABLE_METADATA)
+        batch = self._conform(batch)
+        if self._writer is None and not self._buffer:
+            self._part_started = time.monotonic()
+        self._buffer.append(batch)
+        self._buffered_rows += batch.num_rows
+        self._buffered_bytes += batch.nbytes
+        if self._buffered_rows >= self.rows_per_group or self._buffered_bytes >= self.max_group_bytes:
+            self._flush()
+
+    def maybe_finish_part(self) -> None:
+        """Finish the current part if it is big or old enough (call between batches)."""
+        if self._writer is None and not self._buffer:
+            return
+        rows = self._part_rows + self._buffered_rows
+        if rows >= self.rows_per_part or time.monotonic() - self._part_started >= self.seconds_per_part:
+            self.finish_part()
+
+    def finish_part(self) -> None:
+        """Write buffered rows and rename the current part into place."""
+        self._flush()
+        if self._writer is None:
+            return
+        self._writer.close()
+        final = self._tmp.with_suffix("")  # drop ".tmp"
+        os.replace(self._tmp, final)
+        self._writer, self._tmp, self._part_rows = None, None, 0
+        self._next_part += 1
+        if self.on_part is not None:
+            self.on_part(final)
+
+    def close(self) -> None:
+        """Finish the last part."""
+        self.finish_part()
+
+    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        arrays = []
+        for field in self.schema:
+            index = batch.schema.get_field_index(field.name)
+            if index < 0:
+                arrays.append(pa.nulls(batch.num_rows, field.type))
+                continue
+            column = batch.column(index)
+            if not column.type.equals(field.type):
+                raise ValueError(f"column {field.name!r}: got Arrow type {column.type}; "
+                                 f"expected {field.type} (the type it has in this export)")
+            if not field.nullable and column.null_count:
+                raise ValueError(f"column {field.name!r}: {column.null_count} null values; "
+                                 f"expected a value in every record")
+            arrays.append(column)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        if self._writer is None:
+            self.table_dir.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.table_dir / f"part-{self._next_part:05d}.parquet.tmp"
+            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        table = pa.Table.from_batches(self._buffer, schema=self.schema)
+        self._writer.write_table(table, row_group_size=table.num_rows)
+        self._part_rows += table.num_rows
+        self._buffer, self._buffered_rows, self._buffered_bytes = [], 0, 0
