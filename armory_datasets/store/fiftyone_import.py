@@ -1,0 +1,254 @@
+"""Build (or rebuild, on any machine) the FiftyOne dataset of an export directory.
+
+One sample per table row, with fields at the FiftyOne paths of the vocabulary:
+``ground_truth`` / ``prediction`` are ``fo.Classification`` (label = class name,
+``class_index``, confidence, logits); detection exports get ``ground_truth`` /
+``predictions`` ``fo.Detections`` (relative ``[x, y, w, h]`` boxes, ``class_index``);
+``filepath`` is the absolute image path; every other column is a top-level field of
+the same name; a saliency column ``{field}_path`` also gets an ``fo.Heatmap`` ``{field}``.
+
+Layout: flat, with a ``chain`` field, and a saved view ``by_sample`` grouping the
+chains of each sample side by side in the App (a dynamic group on ``sample_index``).
+A grouped dataset (one slice per chain) was tried: ingestion was as easy, but every
+``len``, ``count``, ``values`` and ``match`` on it sees only the active slice, so
+``dataset.match(criterion.to_fiftyone())`` would silently select benign samples only,
+and groups without a sample in the default slice are hidden from the default grid.
+
+Samples are written in bulk as FiftyOne's own importer does (raw documents through
+``fiftyone.core.odm.insert_documents``), not one ``add_sample`` at a time; the schema
+is declared with the public ``add_sample_field``. ``record_key`` gets a unique index.
+
+Example:
+    >>> dataset = build_fiftyone_dataset("exports/run1", overwrite=True)  # doctest: +SKIP
+    >>> dataset.match(parse("correct == false").to_fiftyone()).count()  # doctest: +SKIP
+    12
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from armory_datasets.schema import VOCABULARY
+from armory_datasets.store.manifest import default_dataset_name, read_manifest
+from armory_datasets.store.parquet_writer import part_paths, unified_schema
+
+BY_SAMPLE_VIEW = "by_sample"
+RESERVED_FIELDS = frozenset({
+    "id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type",
+    "ground_truth", "prediction", "predictions", "group",
+})
+"""FiftyOne field names a dynamic column may not take."""
+
+_CLASSIFICATION_LABELS = ("ground_truth", "prediction")
+_DETECTION_LABELS = {"ground_truth_objects": "ground_truth", "predicted_objects": "predictions"}
+_HEATMAP_PREFIX = "media/heatmaps/"
+
+
+def delete_dataset(name: str) -> None:
+    """Delete a FiftyOne dataset if it exists.
+
+    Example:
+        >>> delete_dataset("no-such-dataset")  # doctest: +SKIP
+    """
+    from armory_datasets.database import import_fiftyone
+
+    fo = import_fiftyone()
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+
+
+def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, overwrite: bool = False) -> Any:
+    """Create the persistent FiftyOne dataset of an export directory and return it.
+
+    ``name`` defaults to the manifest's dataset name (``{evaluation}-{export_id}``). An
+    existing dataset of that name is replaced when ``overwrite``, else FileExistsError.
+
+    Example:
+        >>> build_fiftyone_dataset("exports/run1", name="run1-copy").count()  # doctest: +SKIP
+        120
+    """
+    from armory_datasets.database import import_fiftyone
+
+    export_dir = Path(export_dir).resolve()
+    manifest = read_manifest(export_dir)
+    if manifest is None:
+        raise FileNotFoundError(f"{export_dir}: no manifest.json; expected an export directory")
+    name = name or manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
+    fo = import_fiftyone()
+    import fiftyone.core.odm as foo
+
+    if fo.dataset_exists(name):
+        if not overwrite:
+            raise FileExistsError(f"FiftyOne dataset {name!r} exists; pass overwrite=True to rebuild it")
+        fo.delete_dataset(name)
+    dataset = fo.Dataset(name, persistent=True)
+    dataset.media_type = "image"
+    schema = unified_schema(export_dir / "table") or pa.schema([])
+    builder = _DocumentBuilder(export_dir, schema, manifest["class_names"], dataset._doc.id)
+    foo.insert_documents(builder.documents(), dataset._sample_collection, progress=False)
+    _declare_fields(fo, dataset, schema, builder)
+    dataset.create_index("record_key", unique=True)
+    dataset.create_index("sample_index")
+    dataset.description = manifest["evaluation"]["description"]
+    dataset.info = {"export_dir": str(export_dir), "export_id": manifest["export_id"],
+                    "evaluation": manifest["evaluation"]}
+    if manifest["class_names"] is not None:
+        dataset.default_classes = manifest["class_names"]
+    dataset.save()
+    dataset.save_view(BY_SAMPLE_VIEW, dataset.group_by("sample_index", order_by="chain"))
+    return dataset
+
+
+class _DocumentBuilder:
+    """Turns table rows into FiftyOne sample documents, noting which label kinds it made."""
+
+    def __init__(self, export_dir: Path, schema: pa.Schema, class_names: list[str] | None,
+                 dataset_id: Any) -> None:
+        self.export_dir = export_dir
+        self.schema = schema
+        self.class_names = class_names
+        self.dataset_id = dataset_id
+        self.classification = False
+        self.detection = False
+        self.seen: set[str] = set()
+        names = set(schema.names)
+        self.heatmaps = {
+            column[: -len("_path")]: column for column in schema.names
+            if column.endswith("_path") and column not in VOCABULARY
+            and column[: -len("_path")] not in names | RESERVED_FIELDS
+        }
+
+    def documents(self) -> Iterator[dict[str, Any]]:
+        from fiftyone.core.odm.sample import _generate_rand  # FiftyOne's own `_rand` values
+
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        setters = [(name, self._setter(name)) for name in self.schema.names]
+        seen = self.seen
+        for path in part_paths(self.export_dir / "table"):
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=2048):
+                columns = batch.to_pydict()
+                for i in range(batch.num_rows):
+                    doc: dict[str, Any] = {
+                        "tags": [], "created_at": now, "last_modified_at": now,
+                        "_dataset_id": self.dataset_id, "_media_type": "image",
+                        "_rand": _generate_rand(),
+                        "metadata": {"_cls": "ImageMetadata", "mime_type": "image/png"},
+                    }
+                    for name, setter in setters:
+                        value = columns[name][i] if name in columns else None
+                        if value is not None:
+                            setter(doc, value)
+                            seen.add(name)
+                    self._finish(doc, columns, i)
+                    yield doc
+
+    def _setter(self, column: str) -> Callable[[dict[str, Any], Any], None]:
+        path = VOCABULARY.fiftyone_path(column)
+        top, _, rest = path.partition(".")
+        if column == "image_path":
+            root = self.export_dir
+            return lambda doc, value: doc.__setitem__(path, str(root / value))
+        if column == "logits":
+            from fiftyone.core.utils import serialize_numpy_array  # as fo.VectorField stores it
+
+            return lambda doc, value: _label(doc, top, self).__setitem__(
+                rest, serialize_numpy_array(np.asarray(value, dtype=np.float32)))
+        if not rest:
+            return lambda doc, value: doc.__setitem__(top, value)
+        if top == "metadata":
+            return lambda doc, value: doc["metadata"].__setitem__(rest, value)
+        return lambda doc, value: _label(doc, top, self).__setitem__(rest, value)
+
+    def _detection(self, obj: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+        from bson import ObjectId
+
+        width, height = doc["metadata"]["width"], doc["metadata"]["height"]
+        x0, y0, x1, y1 = obj["x_min"], obj["y_min"], obj["x_max"], obj["y_max"]
+        return {
+            "_id": ObjectId(), "_cls": "Detection", "tags": [], "attributes": {},
+            "label": self._class_name(obj["label"]), "class_index": obj["label"],
+            "bounding_box": [x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
+            "confidence": obj["score"],
+        }
+
+    def _class_name(self, index: int) -> str:
+        names = self.class_names
+        return names[index] if names is not None and 0 <= index < len(names) else str(index)
+
+    def _finish(self, doc: dict[str, Any], columns: dict[str, list[Any]], i: int) -> None:
+        from bson import ObjectId
+
+        for column, field in _DETECTION_LABELS.items():
+            objects = doc.get(column)
+            if objects is not None:
+                doc[field] = {"_cls": "Detections", "detections": [self._detection(o, doc) for o in objects]}
+                self.detection = True
+        for field in _CLASSIFICATION_LABELS:
+            label = doc.get(field)
+            if label is not None and label.get("_cls") == "Classification":
+                label["label"] = self._class_name(label["class_index"])
+        for field, column in self.heatmaps.items():
+            path = columns[column][i]
+            if isinstance(path, str) and path.startswith(_HEATMAP_PREFIX):
+                low, high = (columns.get(f"{field}_{s}", [None] * (i + 1))[i] for s in ("min", "max"))
+                doc[field] = {"_id": ObjectId(), "_cls": "Heatmap", "tags": [],
+                              "map_path": str(self.export_dir / path),
+                              "range": [low, high] if low is not None and high is not None else None}
+
+
+def _label(doc: dict[str, Any], field: str, builder: _DocumentBuilder) -> dict[str, Any]:
+    """The record's Classification at ``field``, created on first use."""
+    label = doc.get(field)
+    if label is None:
+        from bson import ObjectId
+
+        label = doc[field] = {"_id": ObjectId(), "_cls": "Classification", "tags": []}
+        builder.classification = True
+    return label
+
+
+def _declare_fields(fo: Any, dataset: Any, schema: pa.Schema, builder: _DocumentBuilder) -> None:
+    """Declare the sample fields of the inserted documents with the public API."""
+    if builder.classification and builder.detection:
+        raise ValueError("table: holds both classification (target/prediction) and detection "
+                         "(ground_truth_objects/predicted_objects) records; expected one task "
+                         "per export")
+    if builder.classification:
+        for field in _CLASSIFICATION_LABELS:
+            dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
+            dataset.add_sample_field(f"{field}.class_index", fo.IntField)
+    if builder.detection:
+        for field in _DETECTION_LABELS.values():
+            dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+            dataset.add_sample_field(f"{field}.detections.class_index", fo.IntField)
+    for field in builder.heatmaps:
+        dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Heatmap)
+    for arrow_field in schema:
+        path = VOCABULARY.fiftyone_path(arrow_field.name)
+        if "." in path or path == "filepath" or arrow_field.name not in builder.seen:
+            continue  # label attributes, built-ins, and columns without a value
+        field_type, kwargs = _field_type(fo, arrow_field.type)
+        dataset.add_sample_field(path, field_type, **kwargs)
+
+
+def _field_type(fo: Any, arrow_type: pa.DataType) -> tuple[Any, dict[str, Any]]:
+    """FiftyOne field class (and kwargs) holding values of an Arrow type."""
+    if pa.types.is_boolean(arrow_type):
+        return fo.BooleanField, {}
+    if pa.types.is_integer(arrow_type):
+        return fo.IntField, {}
+    if pa.types.is_floating(arrow_type):
+        return fo.FloatField, {}
+    if pa.types.is_string(arrow_type):
+        return fo.StringField, {}
+    if pa.types.is_list(arrow_type):
+        sub, _ = _field_type(fo, arrow_type.value_type)
+        return fo.ListField, {"subfield": sub}
+    return fo.DictField, {}
