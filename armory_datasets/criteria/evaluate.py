@@ -175,7 +175,7 @@ def evaluate(node: Criterion, ctx: BatchContext) -> Result:
             return _COMPARE[op](a, b) & _present(a) & _present(b)
         case IsIn(value=value, options=options):
             a = _value(value, ctx)
-            return np.isin(a, np.asarray(options)) & _present(a) if options else np.False_
+            return np.isin(a, node.option_array) & _present(a) if options else np.False_
         case IsClose():
             a = _value(node.value, ctx)
             return (np.abs(a - node.target) <= node.tolerance) & _present(a)

@@ -20,7 +20,10 @@ import numbers
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
+
+import numpy as np
 
 Scalar = bool | int | float | str
 
@@ -375,6 +378,11 @@ class IsIn(Criterion):
 
     def values(self) -> tuple[Value, ...]:
         return (self.value,)
+
+    @cached_property
+    def option_array(self) -> np.ndarray:
+        """The options as one numpy array, built once for export-time evaluation."""
+        return np.asarray(self.options)
 
     def __str__(self) -> str:
         return f"{self.value} in [{', '.join(format_scalar(o) for o in self.options)}]"
