@@ -174,10 +174,10 @@ class EvaluationEngine:
 
 
 def _metrics_for(batch: Batch, extra: list[Metric]) -> list[Metric]:
-    """Built-in metrics of the batch's kind, then the extra ones not named like them."""
-    builtin = default_metrics(batch)
-    names = {m.name for m in builtin}
-    return builtin + [m for m in extra if m.name not in names]
+    """Built-in metrics of the batch's kind, then the extra ones; an extra metric named like
+    a built-in one (e.g. ``Precision(score_threshold=0.1)``) replaces it."""
+    names = {m.name for m in extra}
+    return [m for m in default_metrics(batch) if m.name not in names] + list(extra)
 
 
 def _dataset_name(writer: Any, returned: Any) -> str | None:

@@ -221,6 +221,9 @@ class MeanIoU(_MatchMetric):
 
     name = "mean_iou"
 
+    def aggregate(self, values: np.ndarray) -> dict[str, float | None]:
+        return {"mean_iou": super().aggregate(values)["mean_mean_iou"]}
+
     def value(self, ious: np.ndarray, num_predictions: int, num_targets: int) -> float:
         return float(ious.mean()) if ious.size else float("nan")
 

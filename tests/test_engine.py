@@ -8,7 +8,7 @@ from armory_datasets import criteria as C
 from armory_datasets.data import Images, ImageClassificationBatch, ObjectDetectionBatch, Objects
 from armory_datasets.engine import EvaluationEngine
 from armory_datasets.evaluation import Chain, DatasetAdapter, Evaluation
-from armory_datasets.metrics import named_metric
+from armory_datasets.metrics import NumPredictions, named_metric
 
 torch.set_num_threads(1)
 
@@ -244,6 +244,10 @@ def test_detection_batches_get_objects_and_detection_metrics():
     np.testing.assert_allclose(batch.metrics["recall"], [1.0, 0.0, np.nan])
     assert batch.metrics["num_predictions"].tolist() == [1, 1, 1]
     assert result.metrics["benign"]["mean_recall"] == 0.5
+    # a metric named like a built-in one replaces it
+    evaluation.use_metrics(NumPredictions(score_threshold=0.95))
+    EvaluationEngine(evaluation, writer=FakeWriter([]), quiet=True).run()
+    assert exporter.batches[-1][1].metrics["num_predictions"].tolist() == [0, 0, 0]
 
 
 def test_ready_batches_and_probability_models():

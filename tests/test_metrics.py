@@ -116,7 +116,7 @@ def test_summarize_ignores_nan_and_non_numeric():
     summary = summarize(metrics, values)
     assert summary["mean_precision"] == pytest.approx((1 / 3 + 0.0 + 0.5) / 3)
     assert summary["mean_recall"] == pytest.approx((0.5 + 0.0 + 0.5) / 3)
-    assert summary["mean_mean_iou"] == pytest.approx(0.9)
+    assert summary["mean_iou"] == pytest.approx(0.9)
     assert summary["mean_num_targets"] == pytest.approx(1.0)
     assert "mean_tag" not in summary
     assert summarize([Precision()], {"precision": [np.array([np.nan])]}) == {"mean_precision": None}
