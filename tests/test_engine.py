@@ -322,3 +322,20 @@ def test_integration_with_the_export_writer(tmp_path):
     assert store.read_manifest(tmp_path / "run")["evaluation"]["chains"] == {
         "benign": {}, "shift": {"shift": {"amount": 0.5}}}
     assert result.export_dir == tmp_path / "run"
+
+
+def test_upstream_docs_example_with_the_real_exporter(tmp_path):
+    """The "Exporting Data" page: one exporter, every_n_batches, passed to use_exporters."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from armory_datasets.export.image_classification import ImageClassificationExporter
+
+    criterion = C.every_n_batches(2) | C.when_metric_gt(named_metric("darkness", _darkness), 0.9)
+    evaluation = evaluation_with(ImageClassificationExporter(criterion=criterion))
+    EvaluationEngine(evaluation, export_dir=tmp_path / "run", quiet=True, fiftyone=False).run()
+    from armory_datasets.store import unified_schema  # parts differ once a chain adds columns
+
+    table = pq.read_table(tmp_path / "run" / "table", schema=unified_schema(tmp_path / "run" / "table"))
+    keys = sorted(table.column("record_key").to_pylist())
+    # batch 1 (samples 4..7) in both chains; darkness > 0.9 only for benign samples 0, 1
+    assert keys == sorted([f"benign/{i}" for i in (0, 1, 4, 5, 6, 7)] + [f"shift/{i}" for i in (4, 5, 6, 7)])
+    assert "darkness" in table.column_names and "shift_amount" in table.column_names
