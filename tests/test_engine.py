@@ -339,3 +339,16 @@ def test_upstream_docs_example_with_the_real_exporter(tmp_path):
     # batch 1 (samples 4..7) in both chains; darkness > 0.9 only for benign samples 0, 1
     assert keys == sorted([f"benign/{i}" for i in (0, 1, 4, 5, 6, 7)] + [f"shift/{i}" for i in (4, 5, 6, 7)])
     assert "darkness" in table.column_names and "shift_amount" in table.column_names
+
+
+def test_fgsm_chain_lowers_accuracy():
+    perturbations = pytest.importorskip("armory_datasets.perturbations")
+    model = Brightness()
+    evaluation = evaluation_with(FakeExporter("x", []), chains=(("fgsm", [perturbations.FGSM(model, 0.3)]),),
+                                 mean=0.5, std=0.25, data=[((UNIT - 0.5) / 0.25, torch.tensor([0] * 5 + [1] * 5))])
+    result = EvaluationEngine(evaluation, writer=FakeWriter([]), quiet=True).run()
+    assert result.metrics["benign"]["accuracy"] == 1.0
+    # a 0.3 step against the label flips every sample within 0.3 of the 0.5 boundary
+    assert result.metrics["fgsm"]["accuracy"] == pytest.approx(0.4)
+    (_, fgsm_batch) = evaluation.exporters[0].batches[-1]
+    assert fgsm_batch.column("fgsm_epsilon") == 0.3 and fgsm_batch.column("fgsm_targeted") is False
