@@ -197,7 +197,10 @@ def _module_device(module: Any) -> Any:
 
 
 def _criteria_metrics(exporters: list[Any], recorded: list[Metric]) -> list[Metric]:
-    """Named metrics the exporters' criteria read that are not batch columns or recorded."""
+    """Named metrics the exporters' criteria read that are not batch columns or recorded.
+
+    A ``Metric`` is used as it is (``when_metric_eq(Correct(), False)`` keeps the
+    ``accuracy`` aggregate); any other callable is wrapped."""
     from armory_datasets.criteria import BatchColumn
 
     names = {m.name for m in recorded}
@@ -208,5 +211,6 @@ def _criteria_metrics(exporters: list[Any], recorded: list[Metric]) -> list[Metr
             if f.name and f.metric is not None and not isinstance(f.metric, BatchColumn) \
                     and f.name not in names:
                 names.add(f.name)
-                found.append(_CriterionMetric(f.name, f.metric))
+                found.append(f.metric if isinstance(f.metric, Metric)
+                             else _CriterionMetric(f.name, f.metric))
     return found
