@@ -26,12 +26,12 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -118,6 +118,9 @@ class _DocumentBuilder:
         self.classification = False
         self.detection = False
         self.seen: set[str] = set()
+        from bson import ObjectId  # pymongo's; imported here, on the FiftyOne path only
+
+        self.object_id = ObjectId
         names = set(schema.names)
         self.heatmaps = {
             column[: -len("_path")]: column for column in schema.names
@@ -153,13 +156,8 @@ class _DocumentBuilder:
         path = VOCABULARY.fiftyone_path(column)
         top, _, rest = path.partition(".")
         if column == "image_path":
-            root = self.export_dir
-            return lambda doc, value: doc.__setitem__(path, str(root / value))
-        if column == "logits":
-            from fiftyone.core.utils import serialize_numpy_array  # as fo.VectorField stores it
-
-            return lambda doc, value: _label(doc, top, self).__setitem__(
-                rest, serialize_numpy_array(np.asarray(value, dtype=np.float32)))
+            root = f"{self.export_dir}{os.sep}"
+            return lambda doc, value: doc.__setitem__(path, root + value)
         if not rest:
             return lambda doc, value: doc.__setitem__(top, value)
         if top == "metadata":
@@ -167,12 +165,10 @@ class _DocumentBuilder:
         return lambda doc, value: _label(doc, top, self).__setitem__(rest, value)
 
     def _detection(self, obj: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-        from bson import ObjectId
-
         width, height = doc["metadata"]["width"], doc["metadata"]["height"]
         x0, y0, x1, y1 = obj["x_min"], obj["y_min"], obj["x_max"], obj["y_max"]
         return {
-            "_id": ObjectId(), "_cls": "Detection", "tags": [], "attributes": {},
+            "_id": self.object_id(), "_cls": "Detection", "tags": [], "attributes": {},
             "label": self._class_name(obj["label"]), "class_index": obj["label"],
             "bounding_box": [x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
             "confidence": obj["score"],
@@ -183,8 +179,6 @@ class _DocumentBuilder:
         return names[index] if names is not None and 0 <= index < len(names) else str(index)
 
     def _finish(self, doc: dict[str, Any], columns: dict[str, list[Any]], i: int) -> None:
-        from bson import ObjectId
-
         for column, field in _DETECTION_LABELS.items():
             objects = doc.get(column)
             if objects is not None:
@@ -198,7 +192,7 @@ class _DocumentBuilder:
             path = columns[column][i]
             if isinstance(path, str) and path.startswith(_HEATMAP_PREFIX):
                 low, high = (columns.get(f"{field}_{s}", [None] * (i + 1))[i] for s in ("min", "max"))
-                doc[field] = {"_id": ObjectId(), "_cls": "Heatmap", "tags": [],
+                doc[field] = {"_id": self.object_id(), "_cls": "Heatmap", "tags": [],
                               "map_path": str(self.export_dir / path),
                               "range": [low, high] if low is not None and high is not None else None}
 
@@ -207,48 +201,46 @@ def _label(doc: dict[str, Any], field: str, builder: _DocumentBuilder) -> dict[s
     """The record's Classification at ``field``, created on first use."""
     label = doc.get(field)
     if label is None:
-        from bson import ObjectId
-
-        label = doc[field] = {"_id": ObjectId(), "_cls": "Classification", "tags": []}
+        label = doc[field] = {"_id": builder.object_id(), "_cls": "Classification", "tags": []}
         builder.classification = True
     return label
 
 
 def _declare_fields(fo: Any, dataset: Any, schema: pa.Schema, builder: _DocumentBuilder) -> None:
-    """Declare the sample fields of the inserted documents with the public API."""
+    """Declare the inserted documents' fields in one schema merge (public API, few reloads)."""
     if builder.classification and builder.detection:
         raise ValueError("table: holds both classification (target/prediction) and detection "
                          "(ground_truth_objects/predicted_objects) records; expected one task "
                          "per export")
+    fields: dict[str, Any] = {}
     if builder.classification:
         for field in _CLASSIFICATION_LABELS:
-            dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
-            dataset.add_sample_field(f"{field}.class_index", fo.IntField)
+            fields[field] = fo.EmbeddedDocumentField(fo.Classification)
+            fields[f"{field}.class_index"] = fo.IntField()
     if builder.detection:
         for field in _DETECTION_LABELS.values():
-            dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-            dataset.add_sample_field(f"{field}.detections.class_index", fo.IntField)
+            fields[field] = fo.EmbeddedDocumentField(fo.Detections)
+            fields[f"{field}.detections.class_index"] = fo.IntField()
     for field in builder.heatmaps:
-        dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Heatmap)
+        fields[field] = fo.EmbeddedDocumentField(fo.Heatmap)
     for arrow_field in schema:
         path = VOCABULARY.fiftyone_path(arrow_field.name)
         if "." in path or path == "filepath" or arrow_field.name not in builder.seen:
             continue  # label attributes, built-ins, and columns without a value
-        field_type, kwargs = _field_type(fo, arrow_field.type)
-        dataset.add_sample_field(path, field_type, **kwargs)
+        fields[path] = _field(fo, arrow_field.type)
+    dataset.add_dynamic_sample_fields(fields=fields)
 
 
-def _field_type(fo: Any, arrow_type: pa.DataType) -> tuple[Any, dict[str, Any]]:
-    """FiftyOne field class (and kwargs) holding values of an Arrow type."""
+def _field(fo: Any, arrow_type: pa.DataType) -> Any:
+    """A FiftyOne field holding values of an Arrow type."""
     if pa.types.is_boolean(arrow_type):
-        return fo.BooleanField, {}
+        return fo.BooleanField()
     if pa.types.is_integer(arrow_type):
-        return fo.IntField, {}
+        return fo.IntField()
     if pa.types.is_floating(arrow_type):
-        return fo.FloatField, {}
+        return fo.FloatField()
     if pa.types.is_string(arrow_type):
-        return fo.StringField, {}
+        return fo.StringField()
     if pa.types.is_list(arrow_type):
-        sub, _ = _field_type(fo, arrow_type.value_type)
-        return fo.ListField, {"subfield": sub}
-    return fo.DictField, {}
+        return fo.ListField(_field(fo, arrow_type.value_type))
+    return fo.DictField()

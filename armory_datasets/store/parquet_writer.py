@@ -177,7 +177,9 @@ class TableWriter:
             self.on_part(final)
 
     def close(self) -> None:
-        """Finish the last part."""
+        """Finish the last part; a table without any part gets an empty one (readers need a file)."""
+        if self._writer is None and not self._buffer and not part_paths(self.table_dir):
+            self._open_part()
         self.finish_part()
 
     def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -197,13 +199,16 @@ class TableWriter:
             arrays.append(column)
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
+    def _open_part(self) -> None:
+        self.table_dir.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.table_dir / f"part-{self._next_part:05d}.parquet.tmp"
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+
     def _flush(self) -> None:
         if not self._buffer:
             return
         if self._writer is None:
-            self.table_dir.mkdir(parents=True, exist_ok=True)
-            self._tmp = self.table_dir / f"part-{self._next_part:05d}.parquet.tmp"
-            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+            self._open_part()
         table = pa.Table.from_batches(self._buffer, schema=self.schema)
         self._writer.write_table(table, row_group_size=table.num_rows)
         self._part_rows += table.num_rows

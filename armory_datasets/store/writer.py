@@ -414,11 +414,11 @@ class ExportWriter:
         if not pending:
             return
         rows = _merge(pending, self.export_id)
-        missing = rows.column("image_path").null_count
-        if missing:
-            first = rows.column("record_key")[rows.column("image_path").is_null().index(True).as_py()]
-            raise ValueError(f"record {first.as_py()}: no image; expected an exporter to pass the "
-                             f"record's image (images= / image=)")
+        paths = rows.column("image_path") if "image_path" in rows.schema.names else None
+        if paths is None or paths.null_count:
+            first = 0 if paths is None else paths.is_null().index(True).as_py()
+            raise ValueError(f"record {rows.column('record_key')[first].as_py()}: no image; "
+                             f"expected an exporter to pass the record's image (images= / image=)")
         self._materialize()
         self._table.write(rows)
         self._table.maybe_finish_part()

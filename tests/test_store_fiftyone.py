@@ -1,0 +1,135 @@
+"""The FiftyOne dataset built from an export directory: same records, vocabulary paths, rebuilds.
+
+Example: ``./dev test tests/test_store_fiftyone.py -q``
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from PIL import Image
+
+from armory_datasets import criteria as C
+from armory_datasets.data import Images, ImageClassificationBatch
+from armory_datasets.database import import_fiftyone
+from armory_datasets.export import ImageClassificationExporter
+from armory_datasets.schema import VOCABULARY
+from armory_datasets.store import BY_SAMPLE_VIEW, ExportWriter, build_fiftyone_dataset, read_manifest, unified_schema
+
+
+def batch(start: int, n: int, chain: str) -> ImageClassificationBatch:
+    rng = np.random.default_rng(start + 7 * len(chain))
+    return ImageClassificationBatch(
+        Images(rng.integers(0, 256, (n, 5, 7, 3), dtype=np.uint8), layout="HWC"),
+        targets=rng.integers(0, 3, n), predictions=rng.normal(size=(n, 3)),
+        global_indices=np.arange(start, start + n), chain=chain, class_names=["a", "b", "c"],
+        metadata={"weight": rng.random(n)},
+        perturbations={"fgsm": {"epsilon": 0.03}} if chain == "fgsm" else None)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fo") / "e"
+    with ExportWriter(path, {"name": "fo-test", "description": "two chains"}) as writer:
+        everything = ImageClassificationExporter(name="all", criterion=C.chains(["benign"]))
+        wrong = ImageClassificationExporter(name="wrong", criterion=C.col("correct") == False)  # noqa: E712
+        for exporter in (everything, wrong):
+            exporter.setup(writer=writer)
+        for chain in ("benign", "fgsm"):
+            for i, start in enumerate(range(0, 11, 4)):
+                b = batch(start, min(4, 11 - start), chain)
+                everything.export(i, b)
+                wrong.export(i, b)
+                writer.end_batch()
+    table = ds.dataset(path / "table", schema=unified_schema(path / "table")).to_table()
+    return path, table, read_manifest(path)
+
+
+def test_dataset_has_the_table_records_fields_and_readable_images(export):
+    path, table, manifest = export
+    fo = import_fiftyone()
+    dataset = fo.load_dataset(manifest["fiftyone"]["dataset"])
+    assert manifest["fiftyone"]["dataset"] == f"fo-test-{manifest['export_id']}"
+    assert dataset.persistent and dataset.count() == table.num_rows == manifest["counts"]["records"]
+    rows = {r["record_key"]: r for r in table.to_pylist()}
+    assert sorted(dataset.values("record_key")) == sorted(rows)
+    for sample in dataset:
+        row = rows[sample.record_key]
+        for key in ("export_id", "chain", "batch", "position", "sample_index", "exporters"):
+            assert sample[key] == row[key], key
+        assert sample.filepath == str(path.resolve() / row["image_path"])
+        assert np.asarray(Image.open(sample.filepath)).shape == (5, 7, 3)
+        assert sample.ground_truth.class_index == row["target"]
+        assert sample.ground_truth.label == "abc"[row["target"]]
+        assert sample.prediction.label == "abc"[row["prediction"]]
+        assert np.allclose(sample.prediction.logits, row["logits"])
+    for name in table.schema.names:
+        if table.column(name).null_count < table.num_rows and name != "image_path":
+            assert dataset.get_field(VOCABULARY.fiftyone_path(name)) is not None, name
+    assert dataset.info["export_id"] == manifest["export_id"]
+    assert dataset.default_classes == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("text", [
+    "correct == false", "target in [0, 2] & confidence < 0.6", "fgsm_epsilon > 0.01",
+    "chain == \"fgsm\" | prediction == 1", "sample_index % 3 == 1", "weight < 0.5",
+])
+def test_criteria_select_the_same_records_in_fiftyone_and_parquet(export, text):
+    _, table, manifest = export
+    fo = import_fiftyone()
+    dataset = fo.load_dataset(manifest["fiftyone"]["dataset"])
+    criterion = C.parse(text)
+    expected = sorted(table.filter(criterion.to_arrow()).column("record_key").to_pylist())
+    assert sorted(dataset.match(criterion.to_fiftyone()).values("record_key")) == expected
+
+
+def test_by_sample_view_puts_a_samples_chains_side_by_side(export):
+    _, table, manifest = export
+    dataset = import_fiftyone().load_dataset(manifest["fiftyone"]["dataset"])
+    assert manifest["fiftyone"]["saved_views"] == [BY_SAMPLE_VIEW]
+    view = dataset.load_saved_view(BY_SAMPLE_VIEW)
+    assert len(view) == len(set(table.column("sample_index").to_pylist()))
+
+
+def test_rebuild_elsewhere_under_another_name(export, tmp_path):
+    path, table, manifest = export
+    copy = tmp_path / "moved"
+    shutil.copytree(path, copy)
+    dataset = build_fiftyone_dataset(copy, name="fo-test-moved")
+    assert sorted(dataset.values("record_key")) == sorted(table.column("record_key").to_pylist())
+    assert all(p.startswith(str(copy.resolve())) for p in dataset.values("filepath"))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        build_fiftyone_dataset(copy, name="fo-test-moved")
+    assert build_fiftyone_dataset(copy, name="fo-test-moved", overwrite=True).count() == table.num_rows
+
+
+def test_overwriting_an_export_replaces_its_dataset(tmp_path):
+    fo = import_fiftyone()
+    names = []
+    for run in range(2):
+        with ExportWriter(tmp_path / "e", {"name": "ow"}, overwrite=run > 0) as writer:
+            exporter = ImageClassificationExporter(criterion=C.always())
+            exporter.setup(writer=writer)
+            exporter.export(0, batch(0, 2 + run, "benign"))
+        names.append(read_manifest(tmp_path / "e")["fiftyone"]["dataset"])
+    assert not fo.dataset_exists(names[0])
+    assert fo.load_dataset(names[1]).count() == 3
+
+
+def test_saliency_path_columns_become_heatmaps(tmp_path):
+    fo = import_fiftyone()
+    with ExportWriter(tmp_path / "e", {"name": "hm"}) as writer:
+        heat = np.arange(35, dtype=np.float32).reshape(5, 7)
+        path = writer.write_heatmap("ig", "benign", 3, heat)
+        writer.add("saliency", "benign", 3, {"ig_path": path, "ig_min": 0.0, "ig_max": 34.0},
+                   batch=0, position=0, image=np.zeros((5, 7, 3), np.uint8))
+    sample = fo.load_dataset(writer.manifest["fiftyone"]["dataset"]).first()
+    assert sample.ig_path == "media/heatmaps/ig/benign/00000003.tif"
+    assert sample.ig.map_path == str((tmp_path / "e" / path).resolve())
+    assert list(sample.ig.range) == [0.0, 34.0]
+    import tifffile
+
+    assert np.array_equal(tifffile.imread(sample.ig.map_path), heat)
