@@ -1,0 +1,351 @@
+"""Read an export directory: ``open_export(path)`` -> :class:`Export`.
+
+The Parquet path (``table``, ``to_pandas``, ``count``, ``sql``, ``compare_chains``)
+imports neither fiftyone nor torch; ``fiftyone()`` and ``torch_dataset()`` import them
+on first use. ``where`` is a criterion or criteria text (``armory_datasets.criteria``);
+the same criterion selects the same records here, in FiftyOne and at export time.
+
+An export whose manifest still says status "writing" (interrupted, or being written)
+opens with an :class:`IncompleteExportWarning` and shows its finished table parts.
+
+Example:
+    >>> export = open_export("armory-exports/digits")  # doctest: +SKIP
+    >>> export.table(where="~correct & chains(['fgsm'])", columns=["sample_index", "prediction"])  # doctest: +SKIP
+    >>> export.sql("SELECT chain, avg(confidence) FROM samples GROUP BY chain")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from armory_datasets.criteria import CriteriaSyntaxError, Criterion, parse
+from armory_datasets.criteria.to_sql import quote_identifier, sql_literal
+from armory_datasets.schema import VOCABULARY, parse_arrow_type
+from armory_datasets.store.manifest import MANIFEST_FILE, read_manifest
+from armory_datasets.store.parquet_writer import part_paths, unified_schema
+
+__all__ = ["Export", "IncompleteExportWarning", "UnknownColumnError", "open_export"]
+
+SQL_VIEW = "samples"
+"""Name of the DuckDB view over the export's table in :meth:`Export.sql`."""
+
+Where = Criterion | str | None
+
+
+class IncompleteExportWarning(UserWarning):
+    """The export's manifest says status "writing": only finished table parts are read."""
+
+
+class UnknownColumnError(ValueError):
+    """A column named in ``where``/``columns`` is not in the export's table.
+
+    ``position`` is the column's offset in the criteria text (None for a criterion object).
+    """
+
+    def __init__(self, what: str, column: str, available: Sequence[str],
+                 text: str | None = None, position: int | None = None) -> None:
+        self.column, self.available, self.text, self.position = column, list(available), text, position
+        close = difflib.get_close_matches(column, available, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        super().__init__(f"{what}: unknown column {column!r}{hint}; this export has: "
+                         f"{', '.join(available)}")
+
+
+def open_export(path: str | Path) -> Export:
+    """Open an export directory (as written by ``ExportWriter``) for reading.
+
+    Raises FileNotFoundError for a missing directory, manifest or listed table part,
+    ValueError for an invalid manifest.
+
+    Example:
+        >>> open_export("/nonexistent")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: /nonexistent: no such directory; expected an export directory (manifest.json, table/, media/)
+    """
+    return Export(path)
+
+
+class Export:
+    """An export directory: manifest, Parquet table, media, FiftyOne dataset.
+
+    Example:
+        >>> export = Export("armory-exports/digits")  # doctest: +SKIP
+        >>> export.count("~correct")  # doctest: +SKIP
+        17
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).resolve()
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"{path}: no such directory; expected an export directory "
+                                    f"({MANIFEST_FILE}, table/, media/)")
+        manifest = read_manifest(self.path)
+        if manifest is None:
+            raise FileNotFoundError(f"{path}: no {MANIFEST_FILE}; expected an export directory "
+                                    f"written by armory_datasets")
+        self.manifest: dict[str, Any] = manifest
+        self.parts = part_paths(self.path / manifest["table"]["dir"])
+        found = {p.name for p in self.parts}
+        missing = [name for name in manifest["table"]["parts"] if name not in found]
+        if missing:
+            raise FileNotFoundError(f"{path}: table parts {missing} listed in {MANIFEST_FILE} are "
+                                    f"missing; expected a complete copy of the export directory")
+        if manifest["status"] != "complete":
+            warnings.warn(f"{path}: export {self.export_id} is incomplete (status "
+                          f"{manifest['status']!r}): reading its {len(self.parts)} finished table "
+                          f"part(s); resume the export to finish it", IncompleteExportWarning,
+                          stacklevel=3)
+
+    def __repr__(self) -> str:
+        return f"Export({str(self.path)!r}, export_id={self.export_id!r}, status={self.status!r})"
+
+    @property
+    def export_id(self) -> str:
+        return self.manifest["export_id"]
+
+    @property
+    def status(self) -> str:
+        return self.manifest["status"]
+
+    # ------------------------------------------------------------------ Parquet
+
+    @cached_property
+    def schema(self) -> pa.Schema:
+        """The unified schema of all parts (the vocabulary and dynamic columns if none yet)."""
+        schema = unified_schema(self.path / self.manifest["table"]["dir"])
+        if schema is not None:
+            return schema
+        dynamic = [pa.field(c["name"], parse_arrow_type(c["arrow_type"]))
+                   for c in self.manifest["dynamic_columns"]]
+        return pa.schema(list(VOCABULARY.arrow_schema()) + dynamic)
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names of the table, vocabulary and dynamic ones."""
+        return self.schema.names
+
+    @cached_property
+    def dataset(self) -> ds.Dataset:
+        """A ``pyarrow.dataset`` over the finished Parquet parts, with the unified schema."""
+        return ds.dataset([str(p) for p in self.parts], schema=self.schema, format="parquet")
+
+    def criterion(self, where: Where) -> Criterion | None:
+        """``where`` as a criterion whose columns all exist (text is parsed).
+
+        Example:
+            >>> export.criterion("confidence < 0.5")  # doctest: +SKIP
+            criterion('confidence < 0.5')
+        """
+        if where is None:
+            return None
+        text = where if isinstance(where, str) else None
+        if text is not None:
+            where = parse(text)
+        if not isinstance(where, Criterion):
+            raise TypeError(f"where: got {type(where).__name__}; expected a criterion or "
+                            f"criteria text such as 'confidence < 0.5'")
+        names = set(self.columns)
+        for field in where.fields():
+            name = field.require_name()
+            if name not in names:
+                raise UnknownColumnError("where", name, self.columns, text,
+                                         _name_position(text, name) if text else None)
+        return where
+
+    def _column_list(self, columns: Sequence[str] | None) -> list[str] | None:
+        if columns is None:
+            return None
+        if isinstance(columns, str):
+            raise TypeError(f"columns: got the string {columns!r}; expected a list of names")
+        names = set(self.columns)
+        for column in columns:
+            if column not in names:
+                raise UnknownColumnError("columns", column, self.columns)
+        return list(columns)
+
+    def _filter(self, where: Where) -> Any:
+        criterion = self.criterion(where)
+        return None if criterion is None else criterion.to_arrow()
+
+    def table(self, where: Where = None, columns: Sequence[str] | None = None,
+              limit: int | None = None) -> pa.Table:
+        """Records matching ``where`` (pushed into the Parquet scan), in writing order.
+
+        Example:
+            >>> export.table("chains(['fgsm']) & ~correct", columns=["sample_index"]).num_rows  # doctest: +SKIP
+            17
+        """
+        expression, names = self._filter(where), self._column_list(columns)
+        try:
+            if limit is not None:
+                if limit < 0:
+                    raise ValueError(f"limit: got {limit}; expected a count >= 0")
+                return self.dataset.head(limit, columns=names, filter=expression)
+            return self.dataset.to_table(columns=names, filter=expression)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+            raise ValueError(f"where: {where}: cannot be applied to this table: {error}") from None
+
+    def to_pandas(self, where: Where = None, columns: Sequence[str] | None = None) -> Any:
+        """:meth:`table` as a pandas DataFrame.
+
+        Example:
+            >>> export.to_pandas("confidence < 0.5", ["record_key", "confidence"])  # doctest: +SKIP
+        """
+        return self.table(where, columns).to_pandas()
+
+    def count(self, where: Where = None) -> int:
+        """Number of records matching ``where``.
+
+        Example:
+            >>> export.count("chains(['benign'])")  # doctest: +SKIP
+            120
+        """
+        return self.dataset.count_rows(filter=self._filter(where))
+
+    @cached_property
+    def chains(self) -> list[str]:
+        """Chain names present in the table, sorted."""
+        return sorted(set(self.dataset.to_table(columns=["chain"]).column("chain").to_pylist()))
+
+    # ------------------------------------------------------------------ DuckDB
+
+    def duckdb(self) -> Any:
+        """A DuckDB connection (cached) with the view ``samples`` over the table.
+
+        Use it for lazy relations: ``export.duckdb().sql("SELECT ...")`` is a
+        ``DuckDBPyRelation``. ``image_path`` values are relative to ``export.path``.
+
+        Example:
+            >>> export.duckdb().sql("SELECT count(*) FROM samples").fetchone()  # doctest: +SKIP
+            (240,)
+        """
+        if "_duckdb" not in self.__dict__:
+            import duckdb
+
+            connection = duckdb.connect()
+            if self.parts:
+                files = ", ".join(sql_literal(str(p)) for p in self.parts)
+                connection.execute(f"CREATE VIEW {SQL_VIEW} AS SELECT * FROM "
+                                   f"read_parquet([{files}], union_by_name = true)")
+            else:
+                connection.register(SQL_VIEW, self.schema.empty_table())
+            self.__dict__["_duckdb"] = connection
+        return self.__dict__["_duckdb"]
+
+    def sql(self, query: str) -> pa.Table:
+        """Run a DuckDB query over the view ``samples`` and return a pyarrow Table.
+
+        A statement without a result (``CREATE VIEW ...``) returns an empty table.
+
+        Example:
+            >>> export.sql("SELECT chain, count(*) AS n FROM samples GROUP BY chain ORDER BY chain")  # doctest: +SKIP
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"query: got {query!r}; expected SQL text such as "
+                             f"'SELECT * FROM {SQL_VIEW} LIMIT 5'")
+        relation = self.duckdb().sql(query)
+        return pa.table({}) if relation is None else relation.to_arrow_table()
+
+    # ------------------------------------------------------------------ chains
+
+    def compare_chains(self, a: str, b: str, on: Sequence[str] | None = None,
+                       fiftyone: bool = False) -> Any:
+        """Samples whose prediction or correctness differs between chains ``a`` and ``b``.
+
+        Records are joined on ``sample_index`` (samples exported in both chains). ``on``
+        lists the compared columns (default: ``prediction`` and ``correct``, or
+        ``predicted_objects`` for detection). Returns a pyarrow Table with
+        ``sample_index``, ``target`` and ``{column}_{chain}`` pairs (record_key, the
+        compared columns, confidence, image_path), ordered by sample index; with
+        ``fiftyone=True``, a FiftyOne view of both records of each such sample, sorted
+        by sample index then chain (``view.group_by("sample_index")`` pairs them in the App).
+
+        Example:
+            >>> export.compare_chains("benign", "fgsm").column("sample_index")  # doctest: +SKIP
+        """
+        for name in (a, b):
+            if name not in self.chains:
+                raise ValueError(f"chain {name!r}: not in this export; expected one of {self.chains}")
+        if a == b:
+            raise ValueError(f"compare_chains: got chain {a!r} twice; expected two different chains")
+        names = self.columns
+        if on is None:
+            on = [c for c in ("prediction", "correct", "predicted_objects") if c in names]
+        compared = self._column_list(on)
+        if not compared:
+            raise ValueError("on: no prediction columns in this export; expected a list of columns")
+        shown = list(dict.fromkeys(["record_key", *compared, "confidence", "image_path"]))
+        select = ["x.sample_index"] + (["x.target"] if "target" in names else [])
+        for column in (c for c in shown if c in names):
+            q = quote_identifier(column)
+            select += [f"x.{q} AS {quote_identifier(f'{column}_{a}')}",
+                       f"y.{q} AS {quote_identifier(f'{column}_{b}')}"]
+        changed = " OR ".join(f"x.{quote_identifier(c)} IS DISTINCT FROM y.{quote_identifier(c)}"
+                              for c in compared)
+        table = self.sql(
+            f"SELECT {', '.join(select)} FROM {SQL_VIEW} x JOIN {SQL_VIEW} y "
+            f"ON x.sample_index = y.sample_index WHERE x.chain = {sql_literal(a)} "
+            f"AND y.chain = {sql_literal(b)} AND ({changed}) ORDER BY x.sample_index")
+        if not fiftyone:
+            return table
+        from armory_datasets.database import import_fiftyone
+
+        F = import_fiftyone().ViewField
+        indices = table.column("sample_index").to_pylist()
+        return self.fiftyone().match(F("chain").is_in([a, b]) & F("sample_index").is_in(indices)) \
+            .sort_by([("sample_index", 1), ("chain", 1)])
+
+    # ------------------------------------------------------------------ FiftyOne, torch
+
+    def fiftyone(self, where: Where = None, rebuild: bool = False) -> Any:
+        """A FiftyOne view of the records matching ``where``.
+
+        Loads the persistent dataset built for this directory, or builds it from the
+        directory (an export copied to another machine needs nothing else); see
+        ``armory_datasets.reading_fiftyone.export_dataset``.
+
+        Example:
+            >>> export.fiftyone("~correct").count()  # doctest: +SKIP
+            23
+        """
+        from armory_datasets.reading_fiftyone import export_dataset, match
+
+        criterion = self.criterion(where)
+        return match(export_dataset(self, rebuild=rebuild), criterion)
+
+    def torch_dataset(self, where: Where = None, transform: Any = None,
+                      with_heatmap: str | None = None) -> Any:
+        """A torch ``Dataset`` of the matching records: ``(image, target[, heatmap])``.
+
+        See :class:`armory_datasets.reading_torch.ExportTorchDataset`.
+
+        Example:
+            >>> loader = torch.utils.data.DataLoader(export.torch_dataset("~correct"), batch_size=32)  # doctest: +SKIP
+        """
+        from armory_datasets.reading_torch import ExportTorchDataset
+
+        return ExportTorchDataset(self, where, transform, with_heatmap)
+
+
+def _name_position(text: str, name: str) -> int | None:
+    """Offset of the first token naming ``name`` in criteria text."""
+    from armory_datasets.criteria.parser import tokenize
+
+    try:
+        tokens = tokenize(text)
+    except CriteriaSyntaxError:
+        return None
+    for token in tokens:
+        if (token.kind == "name" and token.text == name) or \
+                (token.kind == "quoted" and token.text[1:-1].replace("``", "`") == name):
+            return token.position
+    return None
