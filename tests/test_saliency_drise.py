@@ -131,6 +131,9 @@ def test_detector_sees_chunks_of_at_most_batch_size():
     assert seen == [(16, 3, 20, 30), (16, 3, 20, 30), (13, 3, 20, 30)]
     chunks = list(DRise(num_masks=45, batch_size=16).masks(20, 30))
     assert [len(c) for c in chunks] == [16, 16, 13]
+    capped = DRise(num_masks=45, batch_size=16, max_batch_pixels=5 * 20 * 30 + 1)
+    assert [len(c) for c in capped.masks(20, 30)] == [5] * 9
+    np.testing.assert_array_equal(torch.cat(list(capped.masks(20, 30))), torch.cat(chunks))
     assert all(c.dtype == torch.float32 and 0 <= c.min() and c.max() <= 1 for c in chunks)
 
 
@@ -216,6 +219,7 @@ def test_bad_detector_output_raises_naming_the_detector():
     [
         ({"num_masks": 0}, "num_masks"),
         ({"batch_size": 0}, "batch_size"),
+        ({"max_batch_pixels": 0}, "max_batch_pixels"),
         ({"seed": -1}, "seed"),
         ({"grid_size": 0}, "grid_size"),
         ({"grid_size": (4, 0)}, "grid_size"),

@@ -12,9 +12,11 @@ similarity when that pixel is visible (comparable across ``num_masks``). It is N
 by per-pixel mask coverage and not rescaled per map, so a constant map stays constant and
 never becomes NaN.
 
-Masks are generated and scored ``batch_size`` at a time, so memory is
-O(batch_size * H * W) whatever ``num_masks`` is; the masks depend only on ``seed``,
-``num_masks``, ``grid_size``, ``p`` and the image size (not on ``batch_size``).
+Masks are generated and scored in chunks of ``chunk_size(H, W)`` = ``batch_size``, capped
+at ``max_batch_pixels // (H * W)`` (at least 1), so memory is bounded by the chunk, whatever
+``num_masks`` is, and large images get smaller chunks by default (8 masks at 512 x 512).
+The masks depend only on ``seed``, ``num_masks``, ``grid_size``, ``p`` and the image size,
+not on the chunking.
 
 Example:
     >>> import torch
@@ -52,7 +54,8 @@ class DRise:
     ``grid_size``: cells of the low-resolution grid, an int (square) or (rows, cols).
     ``p``: probability that a cell is kept (visible). ``fill``: value of hidden pixels in
     0..1 (0 = black). ``score_threshold``: proposals on masked images whose score is below
-    it are ignored (score = ``scores``, else the max of ``probs``).
+    it are ignored (score = ``scores``, else the max of ``probs``). ``batch_size`` and
+    ``max_batch_pixels`` bound the masked images given to the detector at once.
 
     Example:
         >>> DRise(num_masks=100, grid_size=(8, 12)).grid_shape
@@ -64,11 +67,12 @@ class DRise:
     p: float = 0.5
     seed: int = 0
     batch_size: int = 64
+    max_batch_pixels: int = 2**21
     score_threshold: float = 0.5
     fill: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, low in (("num_masks", 1), ("batch_size", 1), ("seed", 0)):
+        for name, low in (("num_masks", 1), ("batch_size", 1), ("max_batch_pixels", 1), ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
@@ -88,8 +92,17 @@ class DRise:
         g = self.grid_size
         return (int(g), int(g)) if np.ndim(g) == 0 else (int(g[0]), int(g[1]))  # type: ignore[index]
 
+    def chunk_size(self, height: int, width: int) -> int:
+        """Masks per chunk for a (height, width) image.
+
+        Example:
+            >>> DRise().chunk_size(64, 96), DRise().chunk_size(512, 512)
+            (64, 8)
+        """
+        return max(1, min(self.batch_size, self.max_batch_pixels // (height * width)))
+
     def masks(self, height: int, width: int) -> Iterator[torch.Tensor]:
-        """The masks for a (height, width) image, float32 (b, H, W) in 0..1, ``batch_size`` at a time.
+        """The masks for a (height, width) image, float32 (b, H, W) in 0..1, `chunk_size` at a time.
 
         Example:
             >>> chunks = list(DRise(num_masks=5, batch_size=2, grid_size=2).masks(6, 10))
@@ -112,8 +125,9 @@ class DRise:
         shift_y = np.floor(offsets[:, 0] * cell_h).astype(np.int64)
         shift_x = np.floor(offsets[:, 1] * cell_w).astype(np.int64)
         up_size = ((rows + 1) * cell_h, (cols + 1) * cell_w)
-        for start in range(0, self.num_masks, self.batch_size):
-            stop = min(start + self.batch_size, self.num_masks)
+        chunk = self.chunk_size(height, width)
+        for start in range(0, self.num_masks, chunk):
+            stop = min(start + chunk, self.num_masks)
             low = torch.from_numpy(grids[start:stop]).float()[:, None]
             up = F.interpolate(low, size=up_size, mode="bilinear", align_corners=False)[:, 0]
             yield torch.stack(
