@@ -1,0 +1,111 @@
+"""The examples run end to end (quick configuration) and export what a user relies on.
+
+Example: ``./dev test tests/test_examples.py -q``
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import armory_datasets
+from armory_datasets.criteria import parse
+from armory_datasets.database import import_fiftyone
+from armory_datasets.engine import EvaluationResult
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/{name}.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def classification(tmp_path_factory: pytest.TempPathFactory) -> EvaluationResult:
+    export_dir = tmp_path_factory.mktemp("examples") / "digits-classification"
+    return load_example("digits_classification").main(export_dir=export_dir, quiet=True, quick=True)
+
+
+@pytest.fixture(scope="module")
+def detection(tmp_path_factory: pytest.TempPathFactory) -> EvaluationResult:
+    export_dir = tmp_path_factory.mktemp("examples") / "digits-detection"
+    return load_example("digits_detection").main(export_dir=export_dir, quiet=True, quick=True)
+
+
+def test_classification_exports_both_chains_with_shared_samples(classification: EvaluationResult) -> None:
+    export = armory_datasets.open_export(classification.export_dir)
+    assert export.status == "complete" and (classification.export_dir / "manifest.json").is_file()
+    assert classification.counts == {"benign": 160, "fgsm": 160}
+    records = export.to_pandas(columns=["chain", "batch", "sample_index", "exporters", "image_path"])
+    assert sorted(records.chain.unique()) == ["benign", "fgsm"]
+    sampled = records[records.exporters.map(lambda names: "every_n_batches" in names)]
+    by_chain = {chain: set(group.sample_index) for chain, group in sampled.groupby("chain")}
+    assert by_chain["benign"] == by_chain["fgsm"] == set(range(64, 80)) | set(range(144, 160))
+    assert set(sampled.batch) == {4, 9}
+    assert all((classification.export_dir / path).is_file() for path in records.image_path)
+
+
+def test_classification_exports_every_misclassified_sample(classification: EvaluationResult) -> None:
+    export = armory_datasets.open_export(classification.export_dir)
+    wrong = export.to_pandas(where="~correct", columns=["chain", "exporters"])
+    for chain, count in classification.counts.items():
+        misclassified = round(count * (1 - classification.metrics[chain]["accuracy"]))
+        assert (wrong.chain == chain).sum() == misclassified
+    assert wrong.exporters.map(lambda names: "misclassified" in names).all()
+    assert classification.metrics["fgsm"]["accuracy"] < classification.metrics["benign"]["accuracy"]
+
+
+def test_classification_fiftyone_dataset_matches_the_table(classification: EvaluationResult) -> None:
+    export = armory_datasets.open_export(classification.export_dir)
+    dataset = import_fiftyone().load_dataset(classification.dataset_name)
+    assert len(dataset) == export.count()
+    misclassified = parse("~correct")
+    assert dataset.match(misclassified.to_fiftyone()).count() == export.count(misclassified)
+
+
+def test_detection_exports_boxes_and_per_image_metrics(detection: EvaluationResult) -> None:
+    export = armory_datasets.open_export(detection.export_dir)
+    assert detection.counts == {"benign": 16, "noise": 16}
+    records = export.to_pandas(columns=["chain", "batch", "recall", "width", "height",
+                                        "ground_truth_objects", "predicted_objects"])
+    assert sorted(records.chain.unique()) == ["benign", "noise"]
+    assert set(zip(records.width, records.height)) == {(96, 64)}
+    assert records.ground_truth_objects.map(len).min() >= 1
+    assert records.predicted_objects.map(len).sum() > 0
+    assert ((records.batch % 3 == 2) | (records.recall < 1)).all()
+    missed = export.count("recall < 1")
+    assert missed > 0
+    dataset = import_fiftyone().load_dataset(detection.dataset_name)
+    assert len(dataset) == len(records)
+    assert dataset.count("ground_truth.detections") == records.ground_truth_objects.map(len).sum()
+    assert dataset.count("predictions.detections") == records.predicted_objects.map(len).sum()
+
+
+def test_script_runs_and_a_rerun_replaces_its_export(tmp_path: Path) -> None:
+    export_dir = tmp_path / "digits-classification"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "examples/digits_classification.py", "--quick", "--export-dir", str(export_dir)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Exported " in done.stdout and f"armory-datasets app {export_dir}" in done.stdout
+    first = armory_datasets.open_export(export_dir).manifest
+
+    again = load_example("digits_classification").main(export_dir=export_dir, quiet=True, quick=True)
+    second = armory_datasets.open_export(export_dir).manifest
+    assert second["status"] == "complete" and second["export_id"] != first["export_id"]
+    assert first["fiftyone"]["dataset"] not in import_fiftyone().list_datasets()
+    assert len(import_fiftyone().load_dataset(again.dataset_name)) == second["counts"]["records"]
