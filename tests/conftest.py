@@ -10,6 +10,7 @@ Example: ``./dev test tests/test_database.py -q``
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib.util
 import os
 
@@ -20,9 +21,21 @@ from armory_datasets.database import PrivateMongod
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 _MONGOD = PrivateMongod()
 _MONGOD.activate()
-# Registered before fiftyone is imported, so it runs after fiftyone's own atexit
-# cleanup, which still finds the server alive and exits without waiting.
-atexit.register(_MONGOD.stop)
+
+
+def _shutdown() -> None:
+    """Stop the mongod, then spare the interpreter's final garbage collection.
+
+    Registered before fiftyone is imported, so it runs after fiftyone's own atexit
+    cleanup, which still finds the server alive and exits without waiting.
+    ``gc.freeze()`` skips the last collections over everything torch, fiftyone &c.
+    allocated: measured on 2 busy cores, exit fell from 5.5 s to 0.8 s.
+    """
+    _MONGOD.stop()
+    gc.freeze()
+
+
+atexit.register(_shutdown)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
