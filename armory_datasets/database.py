@@ -56,7 +56,7 @@ def mongod_path() -> Path:
         raise DatabaseUnavailableError(
             "fiftyone is not installed: run ./dev setup (or pip install -e .)"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / "db" / "bin" / "mongod"
+    return Path(next(iter(spec.submodule_search_locations))) / "db" / "bin" / "mongod"
 
 
 def require_mongod() -> Path:
@@ -112,8 +112,7 @@ def import_fiftyone() -> ModuleType:
             ServiceException,
             FiftyOneConfigError,
             pymongo.errors.PyMongoError,
-            ConnectionError,
-            OSError,
+            OSError,  # includes ConnectionError
             RuntimeError,
         ) as error:
             raise DatabaseUnavailableError(_connection_failure(error)) from error
@@ -151,18 +150,25 @@ class PrivateMongod:
         self.process = subprocess.Popen(
             [
                 str(mongod),
-                "--dbpath", str(self.dbpath),
-                "--port", str(self.port),
-                "--bind_ip", "127.0.0.1",
+                "--dbpath",
+                str(self.dbpath),
+                "--port",
+                str(self.port),
+                "--bind_ip",
+                "127.0.0.1",
                 "--nojournal",
-                "--wiredTigerCacheSizeGB", "0.25",
-                "--setParameter", "diagnosticDataCollectionEnabled=false",
-                "--logpath", str(self.dbpath / "mongod.log"),
+                "--wiredTigerCacheSizeGB",
+                "0.25",
+                "--setParameter",
+                "diagnosticDataCollectionEnabled=false",
+                "--logpath",
+                str(self.dbpath / "mongod.log"),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            # Popen runs in the main thread here, so preexec_fn is safe.
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
         try:
             self._wait_until_answering(timeout)

@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 
 from armory_datasets import database
-from armory_datasets.database import DatabaseUnavailableError, PrivateMongod, ensure_database
+from armory_datasets.database import (
+    DatabaseUnavailableError,
+    PrivateMongod,
+    ensure_database,
+)
 
 EXIT_LIMIT_S = 10.0
 
@@ -27,6 +31,7 @@ def run_python(code: str, env: dict[str, str] | None = None) -> tuple[list[str],
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
+        check=False,
         text=True,
         timeout=120,
         env=env,
