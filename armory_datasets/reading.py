@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from armory_datasets.schema import VOCABULARY, parse_arrow_type
 from armory_datasets.store.manifest import MANIFEST_FILE, read_manifest
 from armory_datasets.store.parquet_writer import part_paths, unified_schema
 
-__all__ = ["Export", "IncompleteExportWarning", "UnknownColumnError", "open_export"]
+__all__ = ["CriterionError", "Export", "IncompleteExportWarning", "UnknownColumnError", "open_export"]
 
 SQL_VIEW = "samples"
 """Name of the DuckDB view over the export's table in :meth:`Export.sql`."""
@@ -44,7 +44,18 @@ class IncompleteExportWarning(UserWarning):
     """The export's manifest says status "writing": only finished table parts are read."""
 
 
-class UnknownColumnError(ValueError):
+class CriterionError(ValueError):
+    """A well-formed criterion that does not fit this export (e.g. a string compared to 3).
+
+    ``text`` and ``position`` locate the problem in criteria text, when known.
+    """
+
+    def __init__(self, message: str, text: str | None = None, position: int | None = None) -> None:
+        self.text, self.position = text, position
+        super().__init__(message)
+
+
+class UnknownColumnError(CriterionError):
     """A column named in ``where``/``columns`` is not in the export's table.
 
     ``position`` is the column's offset in the criteria text (None for a criterion object).
@@ -52,11 +63,11 @@ class UnknownColumnError(ValueError):
 
     def __init__(self, what: str, column: str, available: Sequence[str],
                  text: str | None = None, position: int | None = None) -> None:
-        self.column, self.available, self.text, self.position = column, list(available), text, position
+        self.column, self.available = column, list(available)
         close = difflib.get_close_matches(column, available, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         super().__init__(f"{what}: unknown column {column!r}{hint}; this export has: "
-                         f"{', '.join(available)}")
+                         f"{', '.join(available)}", text, position)
 
 
 def open_export(path: str | Path) -> Export:
@@ -172,9 +183,14 @@ class Export:
                 raise UnknownColumnError("columns", column, self.columns)
         return list(columns)
 
-    def _filter(self, where: Where) -> Any:
+    def _scan(self, where: Where, run: Callable[[Any], Any]) -> Any:
+        """``run(filter expression)``, turning Arrow's type errors into CriterionError."""
         criterion = self.criterion(where)
-        return None if criterion is None else criterion.to_arrow()
+        try:
+            return run(None if criterion is None else criterion.to_arrow())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+            raise CriterionError(f"where: {criterion}: cannot be applied to this table: "
+                                 f"{error}") from None
 
     def table(self, where: Where = None, columns: Sequence[str] | None = None,
               limit: int | None = None) -> pa.Table:
@@ -184,15 +200,12 @@ class Export:
             >>> export.table("chains(['fgsm']) & ~correct", columns=["sample_index"]).num_rows  # doctest: +SKIP
             17
         """
-        expression, names = self._filter(where), self._column_list(columns)
-        try:
-            if limit is not None:
-                if limit < 0:
-                    raise ValueError(f"limit: got {limit}; expected a count >= 0")
-                return self.dataset.head(limit, columns=names, filter=expression)
-            return self.dataset.to_table(columns=names, filter=expression)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
-            raise ValueError(f"where: {where}: cannot be applied to this table: {error}") from None
+        names = self._column_list(columns)
+        if limit is None:
+            return self._scan(where, lambda f: self.dataset.to_table(columns=names, filter=f))
+        if limit < 0:
+            raise ValueError(f"limit: got {limit}; expected a count >= 0")
+        return self._scan(where, lambda f: self.dataset.head(limit, columns=names, filter=f))
 
     def to_pandas(self, where: Where = None, columns: Sequence[str] | None = None) -> Any:
         """:meth:`table` as a pandas DataFrame.
@@ -209,7 +222,7 @@ class Export:
             >>> export.count("chains(['benign'])")  # doctest: +SKIP
             120
         """
-        return self.dataset.count_rows(filter=self._filter(where))
+        return self._scan(where, lambda f: self.dataset.count_rows(filter=f))
 
     @cached_property
     def chains(self) -> list[str]:

@@ -18,7 +18,7 @@ from armory_datasets import criteria as C
 from armory_datasets import open_export
 from armory_datasets.criteria import CriteriaSyntaxError
 from armory_datasets.database import import_fiftyone
-from armory_datasets.reading import IncompleteExportWarning, UnknownColumnError
+from armory_datasets.reading import CriterionError, IncompleteExportWarning, UnknownColumnError
 from armory_datasets.reading_fiftyone import dataset_name, match
 from armory_datasets.store import ExportWriter
 from test_reading_support import HEATMAP, digits_export
@@ -140,7 +140,7 @@ def test_unknown_columns_name_the_column_and_list_the_others(full):
     with pytest.raises(CriteriaSyntaxError) as syntax:
         full.table("confidence < ")
     assert syntax.value.position == len("confidence < ")
-    with pytest.raises(ValueError, match="where: chain < 3: cannot be applied"):
+    with pytest.raises(CriterionError, match="where: chain < 3: cannot be applied"):
         full.table("chain < 3")
     with pytest.raises(TypeError, match="where: got int"):
         full.table(3)
