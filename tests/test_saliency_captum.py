@@ -8,7 +8,7 @@ import torch
 from captum.attr import DeepLift, IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
 from armory_datasets.demo.digits import load_digits_images, normalize_digits, train_classifier
-from armory_datasets.saliency.captum_maps import CaptumSaliency, _NormalizedModel
+from armory_datasets.saliency.captum_maps import CaptumSaliency, NormalizedModel
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_integrated_gradients_mass_lies_on_the_digit(model, digits):
 def test_integrated_gradients_equals_captum_on_the_normalised_model(model, digits):
     images, labels = digits
     out = CaptumSaliency(model, n_steps=17).attribute(images, labels, normalize=normalize_digits)
-    reference, delta = IntegratedGradients(_NormalizedModel(model, normalize_digits)).attribute(
+    reference, delta = IntegratedGradients(NormalizedModel(model, normalize_digits)).attribute(
         images, baselines=torch.zeros_like(images), target=labels, n_steps=17, return_convergence_delta=True
     )
     np.testing.assert_allclose(out.maps, reference.sum(1).detach().numpy(), rtol=1e-5, atol=1e-6)
@@ -68,7 +68,7 @@ def test_batched_attribution_equals_one_sample_at_a_time(model, digits):
 
 def test_saliency_deeplift_gradcam_equal_captum(model, digits):
     images, labels = digits
-    wrapped = _NormalizedModel(model, normalize_digits)
+    wrapped = NormalizedModel(model, normalize_digits)
     grads = Saliency(wrapped).attribute(images.clone().requires_grad_(), target=labels, abs=True)
     out = CaptumSaliency(model, method="saliency").attribute(images, labels, normalize_digits)
     np.testing.assert_allclose(out.maps, grads.sum(1).numpy(), rtol=1e-5, atol=1e-7)

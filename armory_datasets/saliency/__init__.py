@@ -20,6 +20,7 @@ from typing import Any
 
 _EXPORTS = {
     "AttributionMaps": "captum_maps",
+    "NormalizedModel": "captum_maps",
     "CaptumSaliency": "captum_maps",
     "ProbabilityBlackbox": "xaitk_maps",
     "XaitkSaliency": "xaitk_maps",

@@ -26,7 +26,8 @@ from torch import nn
 
 Method = Literal["integrated_gradients", "saliency", "smoothgrad_squared", "deeplift", "gradcam"]
 METHODS: tuple[str, ...] = ("integrated_gradients", "saliency", "smoothgrad_squared", "deeplift", "gradcam")
-_WITH_DELTA = ("integrated_gradients", "deeplift")
+AUTO_INTERNAL_VALUES: int = 2**19
+"""Input values (C*H*W per image) per forward pass when internal_batch_size is None: 128 images of 64x64x1."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,14 @@ class AttributionMaps:
     method: str
 
 
-class _NormalizedModel(nn.Module):
-    """``model(normalize(x))`` as a module (DeepLift needs an ``nn.Module``)."""
+class NormalizedModel(nn.Module):
+    """``model(normalize(x))`` as a module: the model as a function of the 0..1 image.
+
+    Example:
+        >>> from torch import nn
+        >>> NormalizedModel(nn.Identity(), lambda x: 2 * x)(torch.ones(1)).item()
+        2.0
+    """
 
     def __init__(self, model: nn.Module, normalize: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
         super().__init__()
@@ -62,7 +69,10 @@ class _NormalizedModel(nn.Module):
 class CaptumSaliency:
     """One Captum attribution method over a classifier, batched over samples.
 
-    ``method``: ``integrated_gradients`` (``n_steps``, ``internal_batch_size``),
+    ``method``: ``integrated_gradients`` (``n_steps`` and ``internal_batch_size``, the
+    images per forward pass, as in Captum; None picks about ``AUTO_INTERNAL_VALUES``
+    input values per pass, at least one step of every sample, which bounds memory and
+    runs ~2x faster on CPU than Captum's all-steps-at-once),
     ``saliency`` (absolute gradient), ``smoothgrad_squared`` (SmoothGrad² over
     Integrated Gradients, as upstream: ``nt_samples`` noisy copies with standard
     deviation ``nt_stdev`` in 0..1 pixel units, noise drawn from ``seed``),
@@ -145,7 +155,7 @@ class CaptumSaliency:
             >>> out.maps.shape
             (3, 2, 2)
         """
-        wrapped = _NormalizedModel(self.model, normalize)
+        wrapped = NormalizedModel(self.model, normalize)
         x, target = _validated_inputs(wrapped, images_unit, classes)
         attribution, delta = self._run(wrapped, x, target)
         maps = attribution.detach().sum(dim=1).to("cpu", torch.float32).numpy()
@@ -153,7 +163,7 @@ class CaptumSaliency:
         return AttributionMaps(maps=maps, delta=delta_np, method=self.method)
 
     def _run(
-        self, wrapped: _NormalizedModel, x: torch.Tensor, target: torch.Tensor
+        self, wrapped: NormalizedModel, x: torch.Tensor, target: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         from captum.attr import (
             DeepLift,
@@ -171,7 +181,7 @@ class CaptumSaliency:
                 baselines=baseline,
                 target=target,
                 n_steps=self.n_steps,
-                internal_batch_size=self.internal_batch_size,
+                internal_batch_size=self._internal_batch_size(x, len(x)),
                 return_convergence_delta=True,
             )
         if self.method == "deeplift":
@@ -193,12 +203,19 @@ class CaptumSaliency:
                         baselines=baseline,
                         target=target,
                         n_steps=self.n_steps,
-                        internal_batch_size=self.internal_batch_size,
+                        internal_batch_size=self._internal_batch_size(x, len(x) * self.nt_samples),
                     ),
                     None,
                 )
         cam = LayerGradCam(wrapped, self.layer).attribute(x, target=target, relu_attributions=False)
         return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear"), None
+
+
+    def _internal_batch_size(self, x: torch.Tensor, examples: int) -> int:
+        """Captum's internal_batch_size: images per pass, never fewer than the examples (Captum's minimum)."""
+        if self.internal_batch_size is not None:
+            return self.internal_batch_size
+        return max(examples, AUTO_INTERNAL_VALUES // x[0].numel())
 
 
 def _resolve_layer(model: nn.Module, layer: nn.Module | str | None, method: str) -> nn.Module | None:

@@ -180,19 +180,23 @@ class DRise:
         target_boxes: np.ndarray,
         onehot: np.ndarray,
     ) -> np.ndarray:
-        """(n, K) best similarity of each masked image's proposals to each target."""
+        """(n, K) best similarity of each masked image's proposals to each target (0 without proposals)."""
         if len(detections) != n:
             raise ValueError(f"detector: returned {len(detections)} results for {n} images")
+        parts = [_proposals(detection, onehot.shape[1]) for detection in detections]
+        owner = np.repeat(np.arange(n), [len(part[0]) for part in parts])
+        boxes, probs, scores, objectness = (np.concatenate([part[j] for part in parts]) for j in range(4))
+        keep = scores >= self.score_threshold
         weights = np.zeros((n, len(onehot)))
-        for i, detection in enumerate(detections):
-            proposal_boxes, probs, scores, objectness = _proposals(detection, onehot.shape[1])
-            keep = scores >= self.score_threshold
-            if not keep.any():
-                continue
-            norms = np.linalg.norm(probs[keep], axis=1)
-            cosine = (onehot @ probs[keep].T) / np.where(norms > 0, norms, 1.0)[None, :]
-            similarity = box_iou(target_boxes, proposal_boxes[keep]) * cosine * objectness[keep][None, :]
-            weights[i] = similarity.max(axis=1)
+        if not keep.any():
+            return weights
+        owner, boxes, probs, objectness = owner[keep], boxes[keep], probs[keep], objectness[keep]
+        norms = np.linalg.norm(probs, axis=1)
+        cosine = (probs @ onehot.T) / np.where(norms > 0, norms, 1.0)[:, None]
+        similarity = box_iou(boxes, target_boxes) * cosine * objectness[:, None]  # (proposals, K)
+        # Proposals are grouped by image in order: one max per run of the same owner.
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        weights[owner[starts]] = np.maximum.reduceat(similarity, starts, axis=0)
         return weights
 
 
