@@ -1,0 +1,348 @@
+"""The ``armory-datasets`` command: inspect, query, serve, share exports; run the demo.
+
+Exit codes: 0 success; 2 usage errors and bad criteria (the message points a caret
+at the error); 1 anything else (one line, or a traceback with ``--debug``).
+
+Example::
+
+    armory-datasets info exports/digits-classification
+    armory-datasets query exports/digits-classification --where "~correct & confidence > 0.9" \\
+        --columns chain,sample_index,prediction --format csv
+    armory-datasets app exports/digits-classification --where "chains(['fgsm'])" --port 5151
+    armory-datasets pack exports/digits-classification digits.tar.gz
+    armory-datasets unpack digits.tar.gz /data/digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from armory_datasets import __version__
+from armory_datasets.criteria import CriteriaSyntaxError
+
+PROG = "armory-datasets"
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+class UsageError(Exception):
+    """A bad combination of options (exit code 2)."""
+
+
+def _open(path: str) -> Any:
+    from armory_datasets.reading import open_export
+
+    return open_export(path)
+
+
+# ------------------------------------------------------------------------------ info
+
+
+def _size(path: Path) -> tuple[int, int]:
+    """(files, bytes) under ``path``."""
+    files = total = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            files += 1
+            total += (Path(root) / name).stat().st_size
+    return files, total
+
+
+def _human(size: float) -> str:
+    """A byte count for people, e.g. ``1.5 KiB``."""
+    if size < 1024:
+        return f"{size:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        size /= 1024
+        if size < 1024 or unit == "GiB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print the manifest summary and record counts."""
+    from armory_datasets.reading_fiftyone import dataset_name
+    from armory_datasets.store.parquet_writer import count_records
+
+    export = _open(args.path)
+    m = export.manifest
+    counts = m["counts"] or count_records(export.path / m["table"]["dir"])
+    if args.json:
+        print(json.dumps({"path": str(export.path), "counts": counts, "manifest": m}, indent=2))
+        return 0
+    evaluation = m["evaluation"]
+    images, image_bytes = _size(export.path / "media" / "images")
+    heatmaps, heatmap_bytes = _size(export.path / "media" / "heatmaps")
+    table_bytes = sum(p.stat().st_size for p in export.parts)
+    per_chain = ", ".join(f"{c} {n}" for c, n in counts["per_chain"].items())
+    dynamic = [c["name"] for c in m["dynamic_columns"]]
+    lines = [
+        ("export", f"{export.path}"),
+        ("id", f"{m['export_id']} (status {m['status']}, armory_datasets "
+               f"{m['armory_datasets_version']})"),
+        ("evaluation", f"{evaluation['name']}: {evaluation['description'] or '-'} "
+                       f"(author {evaluation['author'] or '-'})"),
+        ("written", f"{m['created_at']} .. {m['updated_at']}"),
+        ("records", f"{counts['records']}" + (f" ({per_chain})" if per_chain else "")),
+    ]
+    for exporter in m["exporters"]:
+        lines.append(("exporter", f"{exporter['name']} ({exporter['type']}): "
+                                  f"{exporter['criterion']} -> "
+                                  f"{counts['per_exporter'].get(exporter['name'], 0)} records"))
+    if m["class_names"] is not None:
+        names = m["class_names"]
+        lines.append(("classes", f"{len(names)}: {', '.join(names[:20])}"
+                                 + (", ..." if len(names) > 20 else "")))
+    lines += [
+        ("columns", f"{len(export.columns)} ({len(dynamic)} dynamic"
+                    + (f": {', '.join(dynamic)})" if dynamic else ")")),
+        ("files", f"table {len(export.parts)} part(s) {_human(table_bytes)}; images {images} "
+                  f"{_human(image_bytes)}; heatmaps {heatmaps} {_human(heatmap_bytes)}"),
+        ("fiftyone", f"dataset {dataset_name(export)!r} (loaded or rebuilt by "
+                     f"`{PROG} app` / Export.fiftyone())"),
+    ]
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ query
+
+
+def _write(table: Any, fmt: str, output: str | None) -> None:
+    """Write a pyarrow Table to ``output`` (stdout when None) in ``fmt``."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, output)
+        return
+    if fmt == "json":
+        text = json.dumps(table.to_pylist(), default=str, indent=1) + "\n"
+    elif fmt == "csv":
+        text = table.to_pandas().to_csv(index=False)
+    else:
+        text = table.to_pandas().to_string(index=False, max_colwidth=48) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """Select records with criteria (or SQL) and print or save them."""
+    if args.format == "parquet" and args.output is None:
+        raise UsageError("--format parquet needs --output FILE")
+    if args.sql is not None and (args.where is not None or args.columns is not None):
+        raise UsageError("--sql cannot be combined with --where or --columns; put them in the query")
+    if args.limit is not None and args.limit < 0:
+        raise UsageError(f"--limit: got {args.limit}; expected a count >= 0")
+    export = _open(args.path)
+    if args.sql is not None:
+        table = export.sql(args.sql)
+        table = table if args.limit is None else table.slice(0, args.limit)
+    else:
+        columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+        table = export.table(where=args.where, columns=columns, limit=args.limit)
+    _write(table, args.format, args.output)
+    if args.output is not None:
+        print(f"wrote {table.num_rows} records to {args.output}", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------ app
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Serve the export in the FiftyOne App until interrupted."""
+    from armory_datasets.app import app_url, launch_export_app
+
+    if not getattr(args, "debug", False):
+        os.environ.setdefault("FIFTYONE_LOGGING_LEVEL", "ERROR")  # before fiftyone is imported
+    export = _open(args.path)
+    session = launch_export_app(export, where=args.where, port=args.port, address=args.address)
+    view = session.view if session.view is not None else session.dataset
+    print(f"FiftyOne App: {app_url(session)} (dataset {session.dataset.name!r}, "
+          f"{view.count()} samples); press Ctrl-C to stop", flush=True)
+    try:
+        session.wait(-1)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------ demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run examples/digits_classification.py (train, evaluate, export, query)."""
+    script = EXAMPLES_DIR / "digits_classification.py"
+    if not script.is_file():
+        raise FileNotFoundError(
+            f"{script}: the demo script is not there; it ships with the source checkout "
+            f"(examples/digits_classification.py), not with an installed wheel")
+    spec = importlib.util.spec_from_file_location("digits_classification", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    export_dir = args.export_dir or module.DEFAULT_EXPORT_DIR
+    module.main(export_dir=export_dir, quick=args.quick)
+    return 0
+
+
+# ------------------------------------------------------------------------------ sharing
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    """Write the export into one .tar.gz/.zip archive."""
+    from armory_datasets.sharing import pack_export
+
+    archive = pack_export(args.path, args.archive, allow_incomplete=args.allow_incomplete)
+    print(f"packed {args.path} into {archive} ({_human(archive.stat().st_size)})")
+    return 0
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    """Extract an archive made by ``pack`` into DEST (the export directory)."""
+    from armory_datasets.sharing import unpack_export
+
+    export = unpack_export(args.archive, args.dest)
+    print(f"unpacked {export.export_id} ({export.count()} records) into {export.path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command.
+
+    Example:
+        >>> build_parser().parse_args(["query", "run1", "--where", "~correct"]).where
+        '~correct'
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks and library warnings")
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common],
+        description="Inspect, query, serve and share armory_datasets exports.",
+        epilog="exit codes: 0 ok, 2 usage error or bad criteria, 1 other errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str,
+                description: str | None = None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help,
+                                  description=description or help)
+        sub.set_defaults(run=run)
+        return sub
+
+    info = command("info", cmd_info, "print the manifest summary and record counts")
+    info.add_argument("path", help="export directory")
+    info.add_argument("--json", action="store_true", help="print the manifest and counts as JSON")
+
+    query = command("query", cmd_query, "select records by criteria (or SQL) and print or save them",
+                    "Select records with the criteria language (pushed into the Parquet scan) "
+                    "or DuckDB SQL over the view 'samples'.")
+    query.add_argument("path", help="export directory")
+    query.add_argument("--where", metavar="TEXT",
+                       help="criteria text, e.g. \"~correct & confidence > 0.9\"")
+    query.add_argument("--sql", metavar="QUERY",
+                       help="DuckDB SQL over the view 'samples' instead of --where/--columns")
+    query.add_argument("--columns", metavar="A,B", help="comma-separated columns (default: all)")
+    query.add_argument("--format", choices=FORMATS, default="table",
+                       help="output format (default: table; parquet needs --output)")
+    query.add_argument("--limit", type=int, metavar="N", help="at most N records")
+    query.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
+
+    app = command("app", cmd_app, "serve the export in the FiftyOne App (headless)",
+                  "Start the FiftyOne App server on the export's dataset (rebuilt from the "
+                  "directory if this database lacks it), print its URL and serve until Ctrl-C.")
+    app.add_argument("path", help="export directory")
+    app.add_argument("--where", metavar="TEXT", help="show only records matching these criteria")
+    app.add_argument("--port", type=int, default=5151, help="port (default: 5151)")
+    app.add_argument("--address", default="localhost",
+                     help="address to serve on (default: localhost; 0.0.0.0 for every interface)")
+
+    demo = command("demo", cmd_demo, "run the digits classification example (train, export, query)")
+    demo.add_argument("--export-dir", type=Path, metavar="DIR",
+                      help="export directory, replaced if it exists "
+                           "(default: exports/digits-classification)")
+    demo.add_argument("--quick", action="store_true", help="2 epochs and 160 digits")
+
+    pack = command("pack", cmd_pack, "write an export into one .tar.gz/.tgz/.zip archive")
+    pack.add_argument("path", help="export directory")
+    pack.add_argument("archive", help="archive to write (.tar.gz, .tgz or .zip)")
+    pack.add_argument("--allow-incomplete", action="store_true",
+                      help="pack an export whose status is still 'writing'")
+
+    unpack = command("unpack", cmd_unpack, "extract an archive made by 'pack' and open it")
+    unpack.add_argument("archive", help="archive made by 'pack'")
+    unpack.add_argument("dest", help="new export directory (must not exist, or be empty)")
+    return parser
+
+
+def _caret(text: str, position: int) -> str:
+    line = text.replace("\n", " ")
+    return f"\n  {line}\n  {' ' * position}^"
+
+
+def _show_warning(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see the module docstring).
+
+    Example:
+        >>> main(["info", "/nonexistent"])
+        1
+    """
+    from armory_datasets.reading import CriterionError, IncompleteExportWarning
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    debug = getattr(args, "debug", False)
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.simplefilter("ignore")
+            warnings.simplefilter("always", IncompleteExportWarning)
+            warnings.showwarning = _show_warning
+        try:
+            return args.run(args)
+        except CriteriaSyntaxError as error:
+            print(f"{PROG} {args.command}: error: bad criteria: {error.message} at position "
+                  f"{error.position}{_caret(error.text, error.position)}", file=sys.stderr)
+            return 2
+        except CriterionError as error:
+            located = error.text is not None and error.position is not None
+            caret = _caret(error.text, error.position) if located else ""
+            print(f"{PROG} {args.command}: error: {error}{caret}", file=sys.stderr)
+            return 2
+        except UsageError as error:
+            print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+        except Exception as error:  # noqa: BLE001 -- the command line's last resort
+            if debug:
+                traceback.print_exc()
+            message = " ".join(str(error).split()) or type(error).__name__
+            print(f"{PROG} {args.command}: error: {type(error).__name__}: {message}", file=sys.stderr)
+            return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
