@@ -120,19 +120,17 @@ class TableWriter:
         rows_per_group: int = 4096,
         rows_per_part: int = 100_000,
         seconds_per_part: float = 60.0,
-        max_group_bytes: int = 32 << 20,
         on_part: Callable[[Path], None] | None = None,
     ) -> None:
         self.table_dir = Path(table_dir)
         self.schema = schema.with_metadata(TABLE_METADATA)
+        self._names = set(schema.names)
         self.rows_per_group = rows_per_group
         self.rows_per_part = rows_per_part
         self.seconds_per_part = seconds_per_part
-        self.max_group_bytes = max_group_bytes
         self.on_part = on_part
         self._buffer: list[pa.RecordBatch] = []
         self._buffered_rows = 0
-        self._buffered_bytes = 0
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
         self._part_rows = 0
@@ -141,18 +139,17 @@ class TableWriter:
         self._next_part = int(existing[-1].name[5:10]) + 1 if existing else 0
 
     def write(self, batch: pa.RecordBatch) -> None:
-        """Buffer a batch (conformed to the part schema), writing row groups as they fill."""
-        new_fields = [f for f in batch.schema if self.schema.get_field_index(f.name) < 0]
-        if new_fields:
+        """Buffer a batch, writing a row group (conformed to the part schema) when one fills."""
+        if not self._names.issuperset(batch.schema.names):
+            new_fields = [f for f in batch.schema if f.name not in self._names]
             self.finish_part()
             self.schema = pa.schema(list(self.schema) + new_fields, metadata=TABLE_METADATA)
-        batch = self._conform(batch)
+            self._names.update(f.name for f in new_fields)
         if self._writer is None and not self._buffer:
             self._part_started = time.monotonic()
         self._buffer.append(batch)
         self._buffered_rows += batch.num_rows
-        self._buffered_bytes += batch.nbytes
-        if self._buffered_rows >= self.rows_per_group or self._buffered_bytes >= self.max_group_bytes:
+        if self._buffered_rows >= self.rows_per_group:
             self._flush()
 
     def maybe_finish_part(self) -> None:
@@ -182,22 +179,22 @@ class TableWriter:
             self._open_part()
         self.finish_part()
 
-    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        arrays = []
+    def _conform(self, table: pa.Table) -> pa.Table:
+        """The buffered rows in the part schema: its column order, nulls for absent columns."""
+        columns = []
         for field in self.schema:
-            index = batch.schema.get_field_index(field.name)
-            if index < 0:
-                arrays.append(pa.nulls(batch.num_rows, field.type))
+            if field.name not in table.column_names:
+                columns.append(pa.nulls(table.num_rows, field.type))
                 continue
-            column = batch.column(index)
+            column = table.column(field.name)
             if not column.type.equals(field.type):
                 raise ValueError(f"column {field.name!r}: got Arrow type {column.type}; "
                                  f"expected {field.type} (the type it has in this export)")
             if not field.nullable and column.null_count:
                 raise ValueError(f"column {field.name!r}: {column.null_count} null values; "
                                  f"expected a value in every record")
-            arrays.append(column)
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+            columns.append(column)
+        return pa.Table.from_arrays(columns, schema=self.schema)
 
     def _open_part(self) -> None:
         self.table_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +206,8 @@ class TableWriter:
             return
         if self._writer is None:
             self._open_part()
-        table = pa.Table.from_batches(self._buffer, schema=self.schema)
+        table = self._conform(pa.concat_tables(
+            [pa.Table.from_batches([b]) for b in self._buffer], promote_options="default"))
         self._writer.write_table(table, row_group_size=table.num_rows)
         self._part_rows += table.num_rows
-        self._buffer, self._buffered_rows, self._buffered_bytes = [], 0, 0
+        self._buffer, self._buffered_rows = [], 0

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from armory_datasets.schema import VOCABULARY, parse_arrow_type
 from armory_datasets.store import media
@@ -156,10 +157,12 @@ class ExportWriter:
             if fiftyone else None)
         self.export_id: str = self.manifest["export_id"]
         self._dynamic: dict[str, pa.DataType] = {}
+        self._types = {c.name: c.arrow_type for c in VOCABULARY.columns.values()}
         self._resumed_keys: dict[str, set[int]] = {}
         if self.resuming:
             schema = unified_schema(self.export_dir / TABLE_DIR)
             self._dynamic = {f.name: f.type for f in schema or [] if f.name not in VOCABULARY}
+            self._types.update(self._dynamic)
             self._resumed_keys = read_keys(self.export_dir / TABLE_DIR)
         self._written_keys: dict[str, set[int]] = {}
         self._pending: list[_Contribution] = []
@@ -221,19 +224,14 @@ class ExportWriter:
             raise ValueError(f"class_names: got {names}; expected {current} (as in earlier batches)")
 
     def _declare(self, column: str, arrow_type: pa.DataType) -> None:
-        known = self._column_type(column)
+        known = self._types.get(column)
         if known is not None and not known.equals(arrow_type):
             raise ValueError(f"column {column!r}: declared as {arrow_type}; it is {known} in "
                              f"this export")
         if column not in VOCABULARY:
             _check_dynamic_name(column)
             format_arrow_type(arrow_type)  # a type the manifest can name
-            self._dynamic[column] = arrow_type
-
-    def _column_type(self, column: str) -> pa.DataType | None:
-        if column in VOCABULARY:
-            return VOCABULARY[column].arrow_type
-        return self._dynamic.get(column)
+            self._dynamic[column] = self._types[column] = arrow_type
 
     # ------------------------------------------------------------------ adding
 
@@ -315,7 +313,7 @@ class ExportWriter:
             raise ValueError(f"images: got {images.dtype} array of shape {images.shape}; "
                              f"expected ({n}, H, W, C) uint8 with C in 1, 3, 4")
         self._check_new(chain, indices, batch)
-        keep = ~self.written(chain, indices)
+        done = self.written(chain, indices) if self._resumed_keys.get(chain) else None
         columns = {}
         for column, values in fields.items():
             array = self._to_arrow(column, values, n)
@@ -325,8 +323,8 @@ class ExportWriter:
             array = self._to_arrow(column, [value], 1)
             if array is not None:
                 columns[column] = array.take(np.zeros(n, dtype=np.int64))
-        if not keep.all():
-            kept = np.flatnonzero(keep)
+        if done is not None and done.any():
+            kept = np.flatnonzero(~done)
             indices, positions = indices[kept], positions[kept]
             columns = {k: v.take(kept) for k, v in columns.items()}
             images = None if images is None else images[kept]
@@ -352,7 +350,7 @@ class ExportWriter:
 
     def _check_new(self, chain: str, indices: np.ndarray, batch: int) -> None:
         written = self._written_keys.get(chain)
-        if written:
+        if written and not written.isdisjoint(indices.tolist()):
             for index in indices.tolist():
                 if index in written:
                     raise ValueError(
@@ -375,18 +373,9 @@ class ExportWriter:
 
     def _to_arrow(self, column: str, values: Any, n: int) -> pa.Array | None:
         """Arrow array of a column's values, typed as the export types it (or inferred)."""
-        arrow_type = self._column_type(column)
+        arrow_type = self._types.get(column)
         try:
-            if isinstance(values, pa.ChunkedArray):
-                values = values.combine_chunks()
-            if isinstance(values, pa.Array):
-                array = values if arrow_type is None else values.cast(arrow_type)
-            elif isinstance(values, np.ndarray) and values.ndim > 1:
-                array = pa.array(list(values), type=arrow_type)
-            elif isinstance(values, np.ndarray) and values.dtype != object:
-                array = pa.array(values, type=arrow_type, from_pandas=True)  # NaN -> null
-            else:
-                array = pa.array([_plain(v) for v in values], type=arrow_type)
+            array = _arrow_array(values, arrow_type)
         except (pa.ArrowException, TypeError, ValueError) as error:
             expected = format_arrow_type(arrow_type) if arrow_type is not None else "one type"
             raise ValueError(f"column {column!r}: {error}; expected values of type {expected}") from None
@@ -398,7 +387,7 @@ class ExportWriter:
                 return None  # all null so far: the column starts when a value arrives
             normalised = _normalise_type(array.type, column)
             array = array.cast(normalised)
-            self._dynamic[column] = normalised
+            self._dynamic[column] = self._types[column] = normalised
         return array
 
     # ------------------------------------------------------------------ batches
@@ -530,6 +519,25 @@ def _check_dynamic_name(column: str) -> None:
                          f"{sorted(RESERVED_FIELDS)} (FiftyOne's own fields)")
 
 
+def _arrow_array(values: Any, arrow_type: pa.DataType | None) -> pa.Array:
+    """pyarrow's conversion, with fast paths for numpy arrays (a 2-D array is a list column)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values if arrow_type is None else values.cast(arrow_type)
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        if values.ndim == 1:
+            return pa.array(values, type=arrow_type, from_pandas=True)  # NaN -> null
+        if values.ndim == 2 and values.shape[1] and (arrow_type is None or pa.types.is_list(arrow_type)):
+            flat = pa.array(values.reshape(-1), type=None if arrow_type is None else arrow_type.value_type)
+            offsets = np.arange(0, values.size + 1, values.shape[1], dtype=np.int32)
+            return pa.ListArray.from_arrays(pa.array(offsets), flat)
+    try:
+        return pa.array(values if isinstance(values, (list, tuple)) else list(values), type=arrow_type)
+    except (pa.ArrowException, TypeError, ValueError):
+        return pa.array([_plain(v) for v in values], type=arrow_type)
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars and arrays as Python values pyarrow converts without surprises."""
     if isinstance(value, np.generic):
@@ -559,44 +567,65 @@ def _normalise_type(arrow_type: pa.DataType, column: str) -> pa.DataType:
 
 
 def _merge(pending: list[_Contribution], export_id: str) -> pa.RecordBatch:
-    """One row per (chain, sample_index) of the batch; the first contribution of a column wins."""
-    index: dict[tuple[str, int], int] = {}
-    rows_of = []
-    for c in pending:
-        rows_of.append(np.fromiter(
-            (index.setdefault((c.chain, i), len(index)) for i in c.sample_indices.tolist()),
-            dtype=np.int64, count=len(c.sample_indices)))
-    n = len(index)
-    keys = list(index)
-    batch = np.empty(n, dtype=np.int64)
-    position = np.empty(n, dtype=np.int64)
-    exporters: list[list[str]] = [[] for _ in range(n)]
-    for c, rows in zip(reversed(pending), reversed(rows_of)):
-        batch[rows] = c.batch
-        position[rows] = c.positions
-    for c, rows in zip(pending, rows_of):
-        for row in rows.tolist():
-            if c.exporter not in exporters[row]:
-                exporters[row].append(c.exporter)
+    """One row per (chain, sample_index) of the batch; the first contribution of a column wins.
+
+    Vectorised: rows are the unique (chain, sample_index) keys, each contribution's rows
+    are located with numpy, and each column is gathered with one Arrow ``take``.
+    """
+    if len(pending) == 1:
+        return _single(pending[0], export_id)
+    chains = list(dict.fromkeys(c.chain for c in pending))
+    code = {chain: k for k, chain in enumerate(chains)}
+    keys = np.concatenate([c.sample_indices * len(chains) + code[c.chain] for c in pending])
+    unique, rows = np.unique(keys, return_inverse=True)
+    n = len(unique)
+    bounds = np.cumsum([0] + [len(c.sample_indices) for c in pending])
+    rows_of = [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    first = np.full(n, -1, dtype=np.int64)  # first contribution row giving each record
+    for rows_c, a in zip(reversed(rows_of), reversed(bounds[:-1])):
+        first[rows_c] = a + np.arange(len(rows_c))
+    sample_index = unique // len(chains)
+    chain = pa.array(chains, pa.string()).take(pa.array(unique % len(chains)))
+    names = list(dict.fromkeys(c.exporter for c in pending))
+    chose = np.zeros((n, len(names)), dtype=bool)
+    for c, rows_c in zip(pending, rows_of):
+        chose[rows_c, names.index(c.exporter)] = True
+    offsets = np.concatenate([[0], np.cumsum(chose.sum(axis=1))]).astype(np.int32)
+    exporter_values = pa.array(names, pa.string()).take(pa.array(np.nonzero(chose)[1]))
     columns: dict[str, pa.Array] = {
-        "export_id": pa.array([export_id] * n, pa.string()),
-        "record_key": pa.array([f"{chain}/{i}" for chain, i in keys], pa.string()),
-        "chain": pa.array([chain for chain, _ in keys], pa.string()),
-        "batch": pa.array(batch),
-        "position": pa.array(position),
-        "sample_index": pa.array([i for _, i in keys], pa.int64()),
-        "exporters": pa.array(exporters, pa.list_(pa.string())),
+        "export_id": pa.repeat(export_id, n),
+        "record_key": pc.binary_join_element_wise(chain, pc.cast(pa.array(sample_index), pa.string()), "/"),
+        "chain": chain,
+        "batch": pa.array(np.concatenate([np.full(len(c.sample_indices), c.batch) for c in pending])[first]),
+        "position": pa.array(np.concatenate([c.positions for c in pending])[first]),
+        "sample_index": pa.array(sample_index),
+        "exporters": pa.ListArray.from_arrays(pa.array(offsets), exporter_values),
     }
-    names = list(dict.fromkeys(name for c in pending for name in c.columns))
-    for name in names:
-        given = [(c.columns[name], rows) for c, rows in zip(pending, rows_of) if name in c.columns]
-        if len(given) == 1 and len(given[0][1]) == n and (given[0][1] == np.arange(n)).all():
-            columns[name] = given[0][0]
-            continue
-        source = pa.concat_arrays([array for array, _ in given])
+    for name in dict.fromkeys(name for c in pending for name in c.columns):  # gather, first wins
+        given = [(c.columns[name], rows_c) for c, rows_c in zip(pending, rows_of) if name in c.columns]
         take = np.full(n, -1, dtype=np.int64)
-        offsets = np.cumsum([0] + [len(array) for array, _ in given])
-        for (array, rows), offset in zip(reversed(given), reversed(offsets[:-1])):
-            take[rows] = offset + np.arange(len(array))
+        offset_of = np.cumsum([0] + [len(array) for array, _ in given])
+        for (array, rows_c), offset in zip(reversed(given), reversed(offset_of[:-1])):
+            take[rows_c] = offset + np.arange(len(array))
+        source = pa.concat_arrays([array for array, _ in given])
         columns[name] = source.take(pa.array(take, mask=take < 0))
+    return pa.RecordBatch.from_pydict(columns)
+
+
+def _single(c: _Contribution, export_id: str) -> pa.RecordBatch:
+    """The rows of a batch only one exporter contributed to (the common case)."""
+    n = len(c.sample_indices)
+    chain = pa.repeat(c.chain, n)
+    sample_index = pa.array(c.sample_indices)
+    columns = {
+        "export_id": pa.repeat(export_id, n),
+        "record_key": pc.binary_join_element_wise(chain, pc.cast(sample_index, pa.string()), "/"),
+        "chain": chain,
+        "batch": pa.array(np.full(n, c.batch, dtype=np.int64)),
+        "position": pa.array(c.positions),
+        "sample_index": sample_index,
+        "exporters": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)),
+                                              pa.repeat(c.exporter, n)),
+        **c.columns,
+    }
     return pa.RecordBatch.from_pydict(columns)
