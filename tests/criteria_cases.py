@@ -112,7 +112,7 @@ def _literal_for(column: str):
         return st.integers(low - 1, high + 1)
     if column in FLOAT_COLUMNS:
         low, high = FLOAT_COLUMNS[column]
-        return st.one_of(st.sampled_from([0.0, 0.5, 0.25, -0.5, 0.3]),
+        return st.one_of(st.sampled_from([0.0, -0.0, 0.5, 0.25, -0.5, 0.3]),
                          st.floats(low, high, allow_nan=False).map(lambda x: round(x, 2)))
     if column in BOOL_COLUMNS:
         return st.booleans()

@@ -148,3 +148,12 @@ def test_constructor_arguments_are_checked():
         C.samples("12")
     with pytest.raises(ValueError, match="not finite"):
         C.when_metric_lt("confidence", float("nan"))
+
+
+def test_negative_zero_equals_zero_in_isin_as_in_comparisons():
+    import pyarrow as pa
+
+    table = pa.table({"score": [-0.0, 0.0, 0.5]})
+    criterion = C.col("score").isin([0.0])
+    assert table.filter(criterion.to_arrow()).num_rows == 2
+    assert criterion(0, batch_of([0, 1, 2], score=np.array([-0.0, 0.0, 0.5]))) == [0, 1]

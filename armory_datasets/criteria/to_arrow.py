@@ -77,7 +77,7 @@ def to_arrow(node: Criterion) -> Any:
         case IsIn(value=value, options=options):
             if not options:
                 return pc.scalar(False)
-            expression = pc.is_in(_value(value), value_set=pa.array(list(options)))
+            expression = pc.is_in(_value(value), value_set=_value_set(options))
             return _leaf(node, expression)
         case IsClose():
             distance = pc.abs(pc.subtract(_value(node.value), pc.scalar(node.target)))
@@ -92,6 +92,14 @@ def to_arrow(node: Criterion) -> Any:
             return to_arrow(node.core())
     raise ValueError(f"{node}: cannot be compiled for a query; only export-time criteria "
                      "built from callables are opaque — use criteria constructors instead")
+
+
+def _value_set(options: tuple) -> pa.Array:
+    """The options for ``is_in``, which hashes bits: -0.0 must be listed beside 0.0
+    to match it, as ``==`` (and numpy at export time) does."""
+    values = list(options)
+    values += [-v for v in options if isinstance(v, float) and v == 0.0]
+    return pa.array(values)
 
 
 def _fold(op: Any, items: tuple[Criterion, ...]) -> Any:
