@@ -1,8 +1,9 @@
 """D-RISE saliency of an object detector's detections (Petsiuk et al., 2021), chunked and seeded.
 
-For each of ``num_masks`` random masks (a low-resolution binary grid, each cell kept with
-probability ``p``, bilinearly upsampled to ``(grid + 1) * cell`` pixels and cropped at a
-random shift in ``[0, cell)``, as in RISE), the detector sees the masked image
+For each of ``num_masks`` random masks (a low-resolution binary grid of ``grid_size`` plus
+one spare row and column, each cell kept with probability ``p``, bilinearly upsampled to
+``cell = ceil(H / rows) x ceil(W / cols)`` pixels per cell and cropped at a random shift in
+``[0, cell)``, as in RISE), the detector sees the masked image
 ``image * mask + fill * (1 - mask)``. A mask's weight for a target detection is the best
 similarity over the detector's proposals on the masked image:
 ``IoU(target box, proposal box) * cosine(one-hot target class, proposal probs)
@@ -147,7 +148,8 @@ class DRise:
     ) -> np.ndarray:
         """Maps float32 (K, H, W), one per target detection (``boxes`` (K, 4) xyxy px, ``labels`` (K,)).
 
-        ``image_unit``: (C, H, W) in 0..1, the detector's input (any H, W). Raises
+        ``image_unit``: (C, H, W) in 0..1, the detector's input (any H, W); masked images
+        are made on its device and given to ``detector`` (in eval mode) under no_grad. Raises
         ValueError naming the field for a bad image, boxes, labels (e.g. a label >=
         num_classes) or detector output.
 
@@ -164,7 +166,7 @@ class DRise:
             return total.reshape(0, height, width).numpy().astype(np.float32)
         onehot = np.eye(num_classes)[target_labels]
         for masks in self.masks(height, width):
-            m = masks[:, None]
+            m = masks.to(image.device)[:, None]
             masked = image[None] * m + self.fill * (1.0 - m)
             with torch.no_grad():
                 detections = detector(masked)
