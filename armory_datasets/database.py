@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import logging
 import os
 import re
 import secrets
@@ -100,6 +101,7 @@ def import_fiftyone() -> ModuleType:
     """
     global _connected
     ensure_database()
+    logging.getLogger("fiftyone.core.odm.database").addFilter(_quiet_mongodb_6_notice)
     import fiftyone as fo
     import pymongo.errors
     from fiftyone.core.config import FiftyOneConfigError
@@ -118,6 +120,15 @@ def import_fiftyone() -> ModuleType:
             raise DatabaseUnavailableError(_connection_failure(error)) from error
         _connected = True
     return fo
+
+
+def _quiet_mongodb_6_notice(record: logging.LogRecord) -> bool:
+    """Drop FiftyOne's notice that MongoDB 6 is its oldest supported version.
+
+    The embedded mongod is 6.0.5, so every connection would print it; FiftyOne's real
+    version checks (too old, incompatible feature version) still speak.
+    """
+    return not record.getMessage().startswith("You are running the oldest supported major")
 
 
 def _connection_failure(error: BaseException) -> str:
