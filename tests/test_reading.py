@@ -18,10 +18,11 @@ from armory_datasets import criteria as C
 from armory_datasets import open_export
 from armory_datasets.criteria import CriteriaSyntaxError
 from armory_datasets.database import import_fiftyone
+from armory_datasets.export.captum import CaptumImageClassificationExporter
 from armory_datasets.reading import CriterionError, IncompleteExportWarning, UnknownColumnError
 from armory_datasets.reading_fiftyone import dataset_name, match
 from armory_datasets.store import ExportWriter
-from test_reading_support import HEATMAP, digits_export
+from test_reading_support import HEATMAP, digits_export, digits_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -222,6 +223,27 @@ def test_copied_export_rebuilds_its_fiftyone_dataset(full, tmp_path):
     assert open_export(copy).fiftyone("~correct").count() == full.count("~correct")
     fo.delete_dataset(name)
     assert full.fiftyone().count() == 192  # the original directory rebuilds it again
+
+
+def test_captum_heatmaps_survive_a_copy_to_another_machine(tmp_path):
+    fo = import_fiftyone()
+    captum = CaptumImageClassificationExporter(digits_model(), criterion=C.parse("~correct"))
+    original = open_export(digits_export(tmp_path / "original", n=32, name="digits-captum",
+                                         extra_exporters=[captum]))
+    copy = tmp_path / "copy"
+    shutil.copytree(original.path, copy)
+    fo.delete_dataset(dataset_name(original))
+    view = open_export(copy).fiftyone("captum_saliency_path != ''")
+    expected = original.table("~correct", ["record_key", "captum_saliency_path", "captum_saliency_max"])
+    assert keys(view) == keys(expected) and view.count() > 0
+    rows = {r["record_key"]: r for r in expected.to_pylist()}
+    for key, heatmap in zip(*view.values(["record_key", "captum_saliency"])):
+        assert heatmap.map_path == str(copy / rows[key]["captum_saliency_path"])
+        assert heatmap.range[1] == rows[key]["captum_saliency_max"]
+    data = open_export(copy).torch_dataset(with_heatmap="captum_saliency")
+    assert keys(data.records) == keys(expected)
+    _, _, heatmap = data[0]
+    assert heatmap.max().item() == pytest.approx(expected.column("captum_saliency_max")[0].as_py())
 
 
 def test_match_sees_every_slice_of_a_grouped_dataset():

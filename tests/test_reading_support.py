@@ -8,7 +8,9 @@ float32 heatmap per record (the image's mean over channels, so tests can check i
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -51,7 +53,8 @@ class HeatmapExporter(ImageClassificationExporter):
 
 
 def digits_export(path: Path, criterion: C.Criterion | None = None, n: int = 96,
-                  batch_size: int = 16, fiftyone: bool = True, name: str = "digits-reading") -> Path:
+                  batch_size: int = 16, fiftyone: bool = True, name: str = "digits-reading",
+                  extra_exporters: Sequence[Any] = ()) -> Path:
     """Export ``n`` test digits (benign + fgsm chains) selected by ``criterion`` to ``path``."""
     model = digits_model()
     split = train_test_split_digits(seed=0)
@@ -63,6 +66,7 @@ def digits_export(path: Path, criterion: C.Criterion | None = None, n: int = 96,
                            class_names=CLASS_NAMES)
     evaluation.use_model(model)
     evaluation.add_chain("fgsm", [FGSM(model, 0.15)])
-    evaluation.use_exporters(HeatmapExporter(criterion=criterion if criterion is not None else C.always()))
+    evaluation.use_exporters([HeatmapExporter(criterion=criterion if criterion is not None else C.always()),
+                              *extra_exporters])
     EvaluationEngine(evaluation, export_dir=path, quiet=True, fiftyone=fiftyone).run()
     return Path(path)
