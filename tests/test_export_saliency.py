@@ -145,8 +145,7 @@ def direct(model, digits, table) -> dict[str, Any]:
     x = unit(images[rows.sample_index.to_numpy()])
     target = torch.from_numpy(rows.target.to_numpy().copy())
     ig, delta = IntegratedGradients(forward).attribute(
-        x, baselines=torch.zeros_like(x), target=target, n_steps=N_STEPS, internal_batch_size=64,
-        return_convergence_delta=True)
+        x, baselines=torch.zeros_like(x), target=target, n_steps=N_STEPS, return_convergence_delta=True)
     grads = Saliency(forward).attribute(x.clone().requires_grad_(), target=target, abs=True)
     cam = LayerGradCam(forward, model.conv2).attribute(x, target=target, relu_attributions=False)
     cam = LayerAttribution.interpolate(cam, (32, 32), interpolate_mode="bilinear")
@@ -349,3 +348,44 @@ def test_two_saliency_exporters_with_one_name_are_refused(model, tmp_path) -> No
     CaptumImageClassificationExporter(model).setup(writer=writer)
     with pytest.raises(ValueError, match="name: another exporter of this export is already named 'captum'"):
         CaptumImageClassificationExporter(model, do_integrated_grads=True).setup(writer=writer)
+
+
+class Counting(nn.Module):
+    """The model, noting how many images each call gets."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.calls: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(x))
+        return self.model(x)
+
+
+def test_a_resumed_export_computes_maps_only_for_samples_not_yet_written(model, digits, tmp_path) -> None:
+    batches = [digits_batch(model, digits, n=16)]
+    batches.append(ImageClassificationBatch(batches[0].inputs, batches[0].targets, batches[0].predictions,
+                                            global_indices=np.arange(16, 32)))
+    batches[0].global_indices = np.arange(16)
+    interrupted = ExportWriter(tmp_path / "e", {"name": "resume"}, fiftyone=False, rows_per_part=1)
+    first = CaptumImageClassificationExporter(model, criterion=C.always())
+    first.setup(writer=interrupted)
+    first.export(0, batches[0])
+    interrupted.end_batch()
+    interrupted.abort()
+
+    counting = Counting(model).eval()
+    with ExportWriter(tmp_path / "e", {"name": "resume"}, fiftyone=False) as writer:
+        assert writer.resuming
+        again = CaptumImageClassificationExporter(counting, criterion=C.always())
+        again.setup(writer=writer)
+        for batch_idx, batch in enumerate(batches):
+            again.export(batch_idx, batch)
+            writer.end_batch()
+    assert counting.calls == [1, 16]  # a probe of the classes, then the 16 new samples only
+    table = armory_datasets.open_export(tmp_path / "e").to_pandas().sort_values("sample_index")
+    assert table.sample_index.tolist() == list(range(32)) and table.captum_saliency_path.notna().all()
+    maps = [stored(tmp_path / "e", path) for path in table.captum_saliency_path]
+    for k in range(16):
+        np.testing.assert_allclose(maps[k], maps[16 + k], rtol=1e-5, atol=1e-8)  # same images

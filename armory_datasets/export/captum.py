@@ -67,7 +67,7 @@ class CaptumImageClassificationExporter(SaliencyFields, ImageClassificationExpor
         model: the evaluated classifier (an ``nn.Module`` taking the batch's model input).
         name: exporter name and field prefix (default ``captum``).
         do_saliency, do_integrated_grads, do_smoothgrad_squared, do_deeplift: methods, as upstream.
-        internal_batch_size: Captum's chunk of (samples x steps) per forward pass.
+        internal_batch_size: images (samples x steps) per forward pass; None: automatic, bounded.
         n_steps: Integrated Gradients steps (also under SmoothGrad²).
         criterion: which samples get maps (None: none, as upstream).
         layer: a submodule (or its dotted name) for GradCAM; None: no GradCAM.
@@ -91,7 +91,7 @@ class CaptumImageClassificationExporter(SaliencyFields, ImageClassificationExpor
         do_integrated_grads: bool = False,
         do_smoothgrad_squared: bool = False,
         do_deeplift: bool = False,
-        internal_batch_size: int | None = 64,
+        internal_batch_size: int | None = None,
         n_steps: int = 50,
         criterion: Any = None,
         layer: nn.Module | str | None = None,
