@@ -240,3 +240,15 @@ def test_bad_drise_settings_raise_naming_the_argument(detector, kwargs, match) -
     options = {"model": detector, "num_classes": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
         DRiseSaliencyObjectDetectionExporter(**options)
+
+
+def test_another_score_threshold_in_the_export_is_refused(tmp_path, detector, canvases) -> None:
+    """predicted_objects comes from either exporter: one threshold keeps drise_pred_{k} on its box."""
+    images, targets = canvases
+    batch = ObjectDetectionBatch(Images(images[:4]), targets[:4], predictions=detector(torch.from_numpy(images[:4])))
+    with ExportWriter(tmp_path / "t", {"name": "thresholds"}, fiftyone=False) as writer:
+        ObjectDetectionExporter(score_threshold=0.3, criterion=C.always()).setup(writer=writer)
+        exporter = DRiseSaliencyObjectDetectionExporter(detector, 10, criterion=C.always())
+        exporter.setup(writer=writer)
+        with pytest.raises(ValueError, match=r"score_threshold: 0\.5 here, 0\.3 in exporter 'object_detection'"):
+            exporter.export(0, batch)

@@ -19,7 +19,8 @@ map's positive mass inside its own box). ``drise_boxes`` lists the explained box
 record: ``{field, kind ("gt"/"pred"), index, label, x_min, y_min, x_max, y_max, score,
 path, min, max, mean, in_box}``, so a map leads to its box and a box to its map, in
 Parquet and in FiftyOne (``sample["drise_boxes"]``, ``sample["drise_pred_0"]``). The
-record also gets the detection columns.
+record also gets the detection columns. Every exporter of the export must use the same
+``score_threshold`` (checked before any work), so ``predicted_objects`` is the list indexed.
 
 Example:
     >>> from armory_datasets.demo.digits import TinyDigitsDetector
@@ -132,6 +133,7 @@ class DRiseSaliencyObjectDetectionExporter(SaliencyFields, ObjectDetectionExport
         """Detection columns plus each explained box's map columns and the ``{name}_boxes`` list."""
         fields = super().task_fields(batch, positions)
         check_eval(self.model, type(self))
+        self._check_threshold()
         explained = [self._explained(batch, j) for j in positions.tolist()]
         indices, todo = self.pending(batch, positions)
         images = batch.inputs.to_unit_float_chw()[positions]
@@ -157,6 +159,16 @@ class DRiseSaliencyObjectDetectionExporter(SaliencyFields, ObjectDetectionExport
         fields[f"{self.name}_boxes"] = boxes_column
         fields.update(columns)
         return fields
+
+    def _check_threshold(self) -> None:
+        """``drise_pred_{k}`` is ``predicted_objects[k]`` only if every exporter keeps the same boxes."""
+        manifest = getattr(self.writer, "manifest", None) or {}
+        for entry in manifest.get("exporters", []):
+            other = entry.get("params", {}).get("score_threshold", self.score_threshold)
+            if other != self.score_threshold:
+                raise ValueError(
+                    f"score_threshold: {self.score_threshold} here, {other} in exporter {entry['name']!r}; "
+                    f"expected one threshold, so that {self.name}_pred_{{k}} explains predicted_objects[k]")
 
     def _explained(self, batch: ObjectDetectionBatch, position: int) -> list[tuple[str, Objects]]:
         """("gt", targets) and ("pred", predictions >= threshold) of a sample, labels checked."""
