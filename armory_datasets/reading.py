@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from armory_datasets.criteria import CriteriaSyntaxError, Criterion, parse
@@ -225,6 +226,17 @@ class Export:
         return self._scan(where, lambda f: self.dataset.count_rows(filter=f))
 
     @cached_property
+    def task(self) -> str:
+        """``"classification"`` (records have a ``target``) or ``"detection"`` (boxes only)."""
+        def has_values(column: str) -> bool:
+            found = self.dataset.head(1, columns=[column], filter=pc.field(column).is_valid())
+            return found.num_rows > 0
+
+        if not has_values("target") and has_values("ground_truth_objects"):
+            return "detection"
+        return "classification"
+
+    @cached_property
     def chains(self) -> list[str]:
         """Chain names present in the table, sorted."""
         return sorted(set(self.dataset.to_table(columns=["chain"]).column("chain").to_pylist()))
@@ -277,8 +289,9 @@ class Export:
         Records are joined on ``sample_index`` (samples exported in both chains). ``on``
         lists the compared columns (default: ``prediction`` and ``correct``, or
         ``predicted_objects`` for detection). Returns a pyarrow Table with
-        ``sample_index``, ``target`` and ``{column}_{chain}`` pairs (record_key, the
-        compared columns, confidence, image_path), ordered by sample index; with
+        ``sample_index``, ``target`` (classification) and ``{column}_{chain}`` pairs
+        (record_key, the compared columns, confidence or the detection metrics,
+        image_path), ordered by sample index; with
         ``fiftyone=True``, a FiftyOne view of both records of each such sample, sorted
         by sample index then chain (``view.group_by("sample_index")`` pairs them in the App).
 
@@ -290,15 +303,16 @@ class Export:
                 raise ValueError(f"chain {name!r}: not in this export; expected one of {self.chains}")
         if a == b:
             raise ValueError(f"compare_chains: got chain {a!r} twice; expected two different chains")
-        names = self.columns
+        detection = self.task == "detection"
         if on is None:
-            on = [c for c in ("prediction", "correct", "predicted_objects") if c in names]
+            on = ["predicted_objects"] if detection else ["prediction", "correct"]
         compared = self._column_list(on)
         if not compared:
-            raise ValueError("on: no prediction columns in this export; expected a list of columns")
-        shown = list(dict.fromkeys(["record_key", *compared, "confidence", "image_path"]))
-        select = ["x.sample_index"] + (["x.target"] if "target" in names else [])
-        for column in (c for c in shown if c in names):
+            raise ValueError("on: got no columns; expected the columns to compare, e.g. ['prediction']")
+        scores = ["num_predictions", "precision", "recall"] if detection else ["confidence"]
+        shown = list(dict.fromkeys(["record_key", *compared, *scores, "image_path"]))
+        select = ["x.sample_index"] + ([] if detection else ["x.target"])
+        for column in (c for c in shown if c in self.columns):
             q = quote_identifier(column)
             select += [f"x.{q} AS {quote_identifier(f'{column}_{a}')}",
                        f"y.{q} AS {quote_identifier(f'{column}_{b}')}"]

@@ -59,13 +59,7 @@ class ExportTorchDataset(torch.utils.data.Dataset):
         self.root = export.path
         self.transform = transform
         self.with_heatmap = with_heatmap
-        if "target" in export.columns:
-            self.target_column = "target"
-        elif "ground_truth_objects" in export.columns:
-            self.target_column = "ground_truth_objects"
-        else:
-            raise ValueError("export: no target or ground_truth_objects column; expected a "
-                             "classification or detection export")
+        self.target_column = "target" if export.task == "classification" else "ground_truth_objects"
         columns = ["record_key", "chain", "sample_index", "image_path", self.target_column]
         criterion = export.criterion(where)
         expression = None if criterion is None else criterion.to_arrow()

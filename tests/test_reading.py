@@ -21,6 +21,7 @@ from armory_datasets.database import import_fiftyone
 from armory_datasets.export.captum import CaptumImageClassificationExporter
 from armory_datasets.reading import CriterionError, IncompleteExportWarning, UnknownColumnError
 from armory_datasets.reading_fiftyone import dataset_name, match
+from armory_datasets.reading_torch import collate_detection
 from armory_datasets.store import ExportWriter
 from test_reading_support import HEATMAP, digits_export, digits_model
 
@@ -78,7 +79,7 @@ def test_table_columns_limit_and_pandas(full):
     frame = full.to_pandas("~correct", ["record_key", "correct"])
     assert len(frame) == full.count("~correct") and not frame.correct.any()
     assert full.manifest["export_id"] == full.export_id and full.status == "complete"
-    assert full.chains == ["benign", "fgsm"]
+    assert full.chains == ["benign", "fgsm"] and full.task == "classification"
     assert full.dataset.schema.equals(full.schema)
 
 
@@ -266,3 +267,32 @@ def test_querying_imports_neither_fiftyone_nor_torch(full):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          check=True).stdout.split()
     assert out == [str(full.count("~correct & confidence < 0.9")), "False", "False"]
+
+
+def box(label, x0, score=None):
+    return {"label": label, "x_min": float(x0), "y_min": 1.0, "x_max": x0 + 4.0, "y_max": 5.0, "score": score}
+
+
+def test_detection_exports_compare_boxes_and_give_box_targets(tmp_path):
+    writer = ExportWriter(tmp_path / "det", {"name": "det"}, fiftyone=False)
+    name = writer.register_exporter("manual", "Manual", None, {})
+    truth = [[box(1, 0)], [box(2, 2), box(3, 8)], []]
+    predicted = {"benign": [[box(1, 0, 0.9)], [box(2, 2, 0.8)], []],
+                 "noise": [[box(1, 0, 0.9)], [box(5, 2, 0.7)], [box(4, 1, 0.6)]]}
+    for chain, objects in predicted.items():
+        writer.add_records(name, chain, [0, 1, 2], {"ground_truth_objects": truth, "predicted_objects": objects},
+                           batch=0, positions=[0, 1, 2], images=np.zeros((3, 12, 16, 3), np.uint8))
+        writer.end_batch()
+    writer.close()
+    export = open_export(tmp_path / "det")
+    assert export.task == "detection"
+    changed = export.compare_chains("benign", "noise")
+    assert changed.column("sample_index").to_pylist() == [1, 2]
+    assert "predicted_objects_noise" in changed.column_names and "target" not in changed.column_names
+    data = export.torch_dataset("chains(['benign'])")
+    image, target = data[1]
+    assert image.shape == (3, 12, 16)
+    assert target["labels"].tolist() == [2, 3] and target["boxes"].tolist()[1] == [8.0, 1.0, 12.0, 5.0]
+    assert data[2][1]["boxes"].shape == (0, 4)
+    images, targets = next(iter(torch.utils.data.DataLoader(data, batch_size=3, collate_fn=collate_detection)))
+    assert images.shape == (3, 3, 12, 16) and [len(t["labels"]) for t in targets] == [1, 2, 0]
