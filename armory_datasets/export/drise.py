@@ -14,8 +14,10 @@ Fields (prefix = the exporter's name, default ``drise``), one per explained box:
 - ``drise_gt_{k}``: the map of ``ground_truth_objects[k]`` (FiftyOne: ``ground_truth.detections[k]``);
 - ``drise_pred_{k}``: the map of ``predicted_objects[k]`` (FiftyOne: ``predictions.detections[k]``),
 
-each with the columns of ``saliency_common`` including ``{field}_in_box`` (share of the
-map's positive mass inside its own box). ``drise_boxes`` lists the explained boxes of a
+each with the columns of ``saliency_common`` and ``{field}_in_box``: the share of the map's
+above-mean mass (``max(map - mean, 0)``) inside its own box. D-RISE maps are non-negative
+with a large baseline (the mean weight of all masks), so the share of raw mass is close to
+the box's area share whatever the map shows; null for a constant map. ``drise_boxes`` lists the explained boxes of a
 record: ``{field, kind ("gt"/"pred"), index, label, x_min, y_min, x_max, y_max, score,
 path, min, max, mean, in_box}``, so a map leads to its box and a box to its map, in
 Parquet and in FiftyOne (``sample["drise_boxes"]``, ``sample["drise_pred_0"]``). The
@@ -44,13 +46,14 @@ from armory_datasets.export.object_detection import ObjectDetectionExporter
 from armory_datasets.export.saliency_common import (
     SaliencyFields,
     check_eval,
+    check_finite,
     check_prefix,
+    map_stats,
     model_input,
-    stats_of,
 )
-from armory_datasets.saliency.drise import DRise
+from armory_datasets.saliency.drise import DRise, box_saliency_stats
 
-__all__ = ["DRiseSaliencyObjectDetectionExporter", "BOX_TYPE"]
+__all__ = ["DRiseSaliencyObjectDetectionExporter", "BOX_TYPE", "in_box"]
 
 BOX_TYPE = pa.struct([
     ("field", pa.string()), ("kind", pa.string()), ("index", pa.int64()), ("label", pa.int64()),
@@ -193,13 +196,23 @@ class DRiseSaliencyObjectDetectionExporter(SaliencyFields, ObjectDetectionExport
                 field = self.field(kind, k)
                 heatmap = maps[row]
                 row += 1
-                if not np.isfinite(heatmap).all():
-                    raise ValueError(f"{field}: the map of sample {sample_index} has NaN or inf values; "
-                                     f"expected finite saliency (check the detector's output)")
+                check_finite(field, sample_index, heatmap)
                 path = self.writer.write_heatmap(field, chain, sample_index, heatmap)
                 x_min, y_min, x_max, y_max = box
                 entries.append({"field": field, "kind": kind, "index": k, "label": label,
                                 "x_min": x_min, "y_min": y_min, "x_max": x_max, "y_max": y_max,
                                 "score": None if score is None else float(score), "path": path,
-                                **stats_of(heatmap, box)})
+                                **map_stats(heatmap), "in_box": in_box(heatmap, box)})
         return entries
+
+
+def in_box(heatmap: np.ndarray, box: Sequence[float]) -> float | None:
+    """Share of the map's above-mean mass inside ``box`` (xyxy px); None for a constant map.
+
+    Example:
+        >>> m = np.zeros((4, 4)); m[:2, :2] = 1.0
+        >>> in_box(m, [0, 0, 2, 2])
+        1.0
+    """
+    share = box_saliency_stats(heatmap - heatmap.mean(), box)["in_box_positive_share"]
+    return None if np.isnan(share) else share

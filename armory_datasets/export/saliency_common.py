@@ -3,7 +3,7 @@
 A saliency *field* is one map per record, e.g. ``captum_ig``. Each map is written as a
 float32 TIFF (``media/heatmaps/{field}/{chain}/{sample_index:08d}.tif``, via
 ``ExportWriter.write_heatmap``) and recorded in the table as ``{field}_path`` plus
-``{field}_min``, ``{field}_max``, ``{field}_mean`` (detection adds ``{field}_in_box``).
+``{field}_min``, ``{field}_max``, ``{field}_mean`` (D-RISE adds ``{field}_in_box``).
 The FiftyOne build turns ``{field}_path`` into an ``fo.Heatmap`` field ``{field}`` with
 ``range=[{field}_min, {field}_max]``.
 
@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -47,17 +46,14 @@ def check_prefix(prefix: str, argument: str = "name") -> str:
     return prefix
 
 
-def heatmap_columns(field: str, in_box: bool = False) -> dict[str, pa.DataType]:
+def heatmap_columns(field: str) -> dict[str, pa.DataType]:
     """The table columns of one saliency field (path and statistics).
 
     Example:
-        >>> heatmap_columns("drise_gt_0", in_box=True)["drise_gt_0_in_box"]
+        >>> heatmap_columns("captum_ig")["captum_ig_min"]
         DataType(double)
     """
-    columns = {f"{field}_path": pa.string(), **{f"{field}_{s}": pa.float64() for s in STATS}}
-    if in_box:
-        columns[f"{field}_in_box"] = pa.float64()
-    return columns
+    return {f"{field}_path": pa.string(), **{f"{field}_{s}": pa.float64() for s in STATS}}
 
 
 def map_stats(heatmap: np.ndarray) -> dict[str, float]:
@@ -123,28 +119,18 @@ class SaliencyFields:
         return indices, ~np.asarray(self.writer.written(batch.chain, indices), dtype=bool)
 
     def store(
-        self,
-        field: str,
-        chain: str,
-        indices: np.ndarray,
-        maps: Sequence[np.ndarray | None],
-        boxes: Sequence[Any] | None = None,
+        self, field: str, chain: str, indices: np.ndarray, maps: Sequence[np.ndarray | None]
     ) -> dict[str, list[Any]]:
         """Write each map (None: no map, e.g. a resumed sample) and return the field's columns.
-
-        With ``boxes`` (one xyxy box per map), ``{field}_in_box`` is the share of the map's
-        positive mass inside the box (null when it has none).
 
         Example:
             >>> # columns = self.store("captum_ig", "benign", indices, maps)
         """
         for i, heatmap in zip(indices.tolist(), maps):
-            if heatmap is not None and not np.isfinite(heatmap).all():
-                raise ValueError(f"{field}: the map of sample {i} has NaN or inf values; "
-                                 f"expected finite saliency (check the model's output)")
-        columns: dict[str, list[Any]] = {name: [] for name in heatmap_columns(field, boxes is not None)}
-        for k, (i, heatmap) in enumerate(zip(indices.tolist(), maps)):
-            stats = stats_of(heatmap, None if boxes is None else boxes[k])
+            check_finite(field, i, heatmap)
+        columns: dict[str, list[Any]] = {name: [] for name in heatmap_columns(field)}
+        for i, heatmap in zip(indices.tolist(), maps):
+            stats = dict.fromkeys(STATS) if heatmap is None else map_stats(heatmap)
             path = None if heatmap is None else self.writer.write_heatmap(field, chain, i, heatmap)
             columns[f"{field}_path"].append(path)
             for stat, value in stats.items():
@@ -152,22 +138,15 @@ class SaliencyFields:
         return columns
 
 
-def stats_of(heatmap: np.ndarray | None, box: Any = None) -> dict[str, float | None]:
-    """``map_stats`` plus, with a box, ``in_box`` (positive share inside it); None for no map.
+def check_finite(field: str, sample_index: int, heatmap: np.ndarray | None) -> None:
+    """Refuse a map with NaN or inf before it is written.
 
     Example:
-        >>> stats_of(np.array([[1.0, 0.0], [0.0, 3.0]]), [0, 0, 1, 1])["in_box"]
-        0.25
+        >>> check_finite("captum_ig", 0, np.zeros((2, 2)))
     """
-    if heatmap is None:
-        return dict.fromkeys(STATS + (("in_box",) if box is not None else ()))
-    stats: dict[str, float | None] = dict(map_stats(heatmap))
-    if box is not None:
-        from armory_datasets.saliency.drise import box_saliency_stats
-
-        share = box_saliency_stats(heatmap, box)["in_box_positive_share"]
-        stats["in_box"] = None if math.isnan(share) else share
-    return stats
+    if heatmap is not None and not np.isfinite(heatmap).all():
+        raise ValueError(f"{field}: the map of sample {sample_index} has NaN or inf values; "
+                         f"expected finite saliency (check the model's output)")
 
 
 def check_eval(model: Any, exporter: type[Exporter]) -> None:
