@@ -9,11 +9,13 @@ import sys
 from contextlib import redirect_stderr
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from armory_datasets import cli, open_export
+from armory_datasets.store import ExportWriter
 from test_reading_support import digits_export
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,3 +134,16 @@ def test_demo_without_the_example_says_where_it_should_be(tmp_path, monkeypatch)
     with redirect_stderr(stderr):
         assert cli.main(["demo", "--quick"]) == 1
     assert "digits_classification.py: the demo script is not there" in stderr.getvalue()
+
+
+def test_incomplete_export_is_read_with_a_one_line_warning(tmp_path):
+    writer = ExportWriter(tmp_path / "partial", {"name": "partial"}, fiftyone=False, rows_per_part=1)
+    name = writer.register_exporter("manual", "Manual", None, {})
+    writer.add(name, "benign", 0, {"target": 1}, batch=0, position=0, image=np.zeros((2, 2, 1), np.uint8))
+    writer.end_batch()
+    writer.abort()
+    done = run("info", tmp_path / "partial")
+    assert "status writing" in done.stdout and "records     1 (benign 1)" in done.stdout
+    assert done.stderr.startswith("armory-datasets: warning: ") and "is incomplete" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "is incomplete" in run("pack", tmp_path / "partial", tmp_path / "p.zip", check_code=1).stderr
