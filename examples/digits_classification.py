@@ -3,8 +3,10 @@
 Trains the tiny CNN of ``armory_datasets.demo.digits`` on scikit-learn's bundled digits
 (seconds, one thread), evaluates the 450 held-out digits in two chains, ``benign`` and
 ``fgsm`` (epsilon 8/255), and exports the selected samples of both chains into one
-directory (Parquet table, PNGs, manifest) and a FiftyOne dataset. Then it queries the
-export with pandas, DuckDB and FiftyOne.
+directory (Parquet table, PNGs, manifest) and a FiftyOne dataset; the sampled digits 6
+and 3 also get saliency maps (Captum gradients, Integrated Gradients and GradCAM, xaitk
+sliding windows) as float32 TIFF heatmaps. Then it queries the export with pandas,
+DuckDB and FiftyOne.
 
 Run it (``./dev example`` does this)::
 
@@ -40,11 +42,14 @@ from armory_datasets.demo.digits import (
 )
 from armory_datasets.engine import EvaluationEngine, EvaluationResult
 from armory_datasets.evaluation import Evaluation
-from armory_datasets.export import ImageClassificationExporter, criteria
+from armory_datasets.export import Exporter, ImageClassificationExporter, criteria
+from armory_datasets.export.captum import CaptumImageClassificationExporter
+from armory_datasets.export.xaitksaliency import XaitkSaliencyBlackboxImageClassificationExporter
 from armory_datasets.metrics import Correct
 from armory_datasets.perturbations import FGSM
 
 DEFAULT_EXPORT_DIR = Path("exports/digits-classification")
+SALIENCY_CLASSES = [6, 3]
 
 
 def load_batches(batch_size: int = 16, max_batches: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
@@ -62,12 +67,14 @@ def load_batches(batch_size: int = 16, max_batches: int | None = None, seed: int
              "digits_index": split.test_indices[i:i + batch_size]} for i in starts]
 
 
-def build_exporters(every_n_batches: int = 5) -> list[ImageClassificationExporter]:
-    """The evaluation's exporters; saliency exporters (Captum, XAITK) belong in this list too.
+def build_exporters(every_n_batches: int = 5, model: torch.nn.Module | None = None) -> list[Exporter]:
+    """The evaluation's exporters; with ``model``, saliency exporters for its sampled 6s and 3s.
 
     Two exporters, one record per (chain, sample): the ``exporters`` column of a record
     lists every exporter that chose it. One exporter with ``criterion=every_n | ~correct``
-    would export the same records.
+    would export the same records. The saliency exporters add heatmap fields
+    (``captum_saliency``, ``captum_ig``, ``captum_gradcam``, ``xaitk_slidingwindow_6``,
+    ``xaitk_slidingwindow_3``) to the sampled records whose target is 6 or 3.
 
     Example:
         >>> [str(e.criterion) for e in build_exporters(5)]
@@ -75,10 +82,19 @@ def build_exporters(every_n_batches: int = 5) -> list[ImageClassificationExporte
     """
     every_n = criteria.every_n_batches(every_n_batches)
     correct = criteria.when_metric_eq(Correct(), True)
-    return [
+    exporters: list[Exporter] = [
         ImageClassificationExporter(name="every_n_batches", criterion=every_n),
         ImageClassificationExporter(name="misclassified", criterion=~correct),
     ]
+    if model is not None:
+        explained = every_n & criteria.when_metric_in(criteria.batch_targets(), SALIENCY_CLASSES)
+        exporters += [
+            CaptumImageClassificationExporter(model=model, do_integrated_grads=True, layer=model.conv2,
+                                              n_steps=50, criterion=explained),
+            XaitkSaliencyBlackboxImageClassificationExporter(name="slidingwindow", model=model,
+                                                             classes=SALIENCY_CLASSES, criterion=explained),
+        ]
+    return exporters
 
 
 def main(export_dir: str | Path | None = None, quiet: bool = False, quick: bool = False,
@@ -107,7 +123,7 @@ def main(export_dir: str | Path | None = None, quiet: bool = False, quick: bool 
                            std=DIGITS_STD, class_names=CLASS_NAMES)
     evaluation.use_model(model, name="TinyDigitsCNN")
     evaluation.add_chain("fgsm", [FGSM(model, epsilon=epsilon)])
-    evaluation.use_exporters(build_exporters(every_n_batches=5))
+    evaluation.use_exporters(build_exporters(every_n_batches=5, model=model))
 
     engine = EvaluationEngine(evaluation, export_dir=export_dir or DEFAULT_EXPORT_DIR,
                               quiet=quiet, overwrite=True)
@@ -155,6 +171,15 @@ def print_report(result: EvaluationResult, epsilon: float) -> None:
           f"(export.compare_chains('benign', 'fgsm')): {len(changed)}; first 5:")
     columns = ["sample_index", "target", "prediction_benign", "prediction_fgsm", "confidence_fgsm"]
     print(_indent(changed[columns].head().round(3).to_string(index=False)))
+
+    explained = export.to_pandas(where="captum_ig_path != ''", columns=[
+        "chain", "sample_index", "target", "prediction", "captum_ig_path", "captum_ig_delta"])
+    print(f"\nSaliency maps (float32 TIFFs) of {len(explained)} records, e.g. "
+          f"export.to_pandas(where=\"captum_ig_path != ''\"); first 5:")
+    print(_indent(explained.head().round(4).to_string(index=False)))
+    heatmaps = dataset.exists("captum_ig")
+    print(f"FiftyOne: dataset.exists('captum_ig').count() = {heatmaps.count()}; "
+          f"sample['captum_ig'].get_map() gives the float32 map")
 
     print(f"\nOpen it in the FiftyOne App: armory-datasets app {result.export_dir}")
 

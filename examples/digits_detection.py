@@ -5,6 +5,8 @@ canvases of pasted training digits, evaluates 48 canvases of held-out digits in 
 chains, ``benign`` and ``noise`` (Gaussian pixel noise, a perturbation written here in a
 few lines), and exports the selected images with their ground-truth and predicted boxes
 (scores >= 0.5) and per-image detection metrics into one directory and a FiftyOne dataset.
+Benign images with a missed digit also get a D-RISE saliency map for every true and
+predicted box (float32 TIFF heatmaps linked to their boxes).
 
 Run it::
 
@@ -33,7 +35,8 @@ import armory_datasets
 from armory_datasets.demo.digits import CLASS_NAMES, make_detection_canvases, train_detector
 from armory_datasets.engine import EvaluationEngine, EvaluationResult
 from armory_datasets.evaluation import Evaluation
-from armory_datasets.export import ObjectDetectionExporter, criteria
+from armory_datasets.export import Exporter, ObjectDetectionExporter, criteria
+from armory_datasets.export.drise import DRiseSaliencyObjectDetectionExporter
 from armory_datasets.metrics import Recall
 
 DEFAULT_EXPORT_DIR = Path("exports/digits-detection")
@@ -79,11 +82,14 @@ def load_batches(n_canvases: int = 48, batch_size: int = 8, seed: int = 1) -> li
             for i in range(0, n_canvases, batch_size)]
 
 
-def build_exporters(every_n_batches: int = 3) -> list[ObjectDetectionExporter]:
-    """The evaluation's exporters; a D-RISE saliency exporter belongs in this list too.
+def build_exporters(every_n_batches: int = 3, detector: torch.nn.Module | None = None,
+                    num_masks: int = 1000) -> list[Exporter]:
+    """The evaluation's exporters; with ``detector``, D-RISE maps of benign images with a miss.
 
     One exporter with a combined criterion: every n-th batch, or any image where a digit
-    was missed (recall < 1 at the exporter's score threshold).
+    was missed (recall < 1 at the exporter's score threshold). The D-RISE exporter adds
+    ``drise_gt_{k}`` / ``drise_pred_{k}`` heatmaps (one per box of ``ground_truth_objects``
+    / ``predicted_objects``) and the ``drise_boxes`` list to the benign records with a miss.
 
     Example:
         >>> [str(e.criterion) for e in build_exporters(3)]
@@ -91,7 +97,13 @@ def build_exporters(every_n_batches: int = 3) -> list[ObjectDetectionExporter]:
     """
     every_n = criteria.every_n_batches(every_n_batches)
     missed = criteria.when_metric_lt(Recall(score_threshold=SCORE_THRESHOLD), 1.0)
-    return [ObjectDetectionExporter(score_threshold=SCORE_THRESHOLD, criterion=every_n | missed)]
+    exporters: list[Exporter] = [ObjectDetectionExporter(score_threshold=SCORE_THRESHOLD,
+                                                         criterion=every_n | missed)]
+    if detector is not None:
+        exporters.append(DRiseSaliencyObjectDetectionExporter(
+            model=detector, num_classes=len(CLASS_NAMES), num_masks=num_masks, seed=0,
+            score_threshold=SCORE_THRESHOLD, criterion=missed & criteria.chains(["benign"])))
+    return exporters
 
 
 def main(export_dir: str | Path | None = None, quiet: bool = False, quick: bool = False,
@@ -99,7 +111,7 @@ def main(export_dir: str | Path | None = None, quiet: bool = False, quick: bool 
     """Train the detector, evaluate benign and noise chains, export, and (unless ``quiet``) print.
 
     ``quick``: a detector trained on 100 canvases, not 200 (it misses more digits),
-    and 16 evaluated canvases instead of 48.
+    16 evaluated canvases instead of 48, and 300 D-RISE masks instead of 1000.
 
     Example:
         >>> main(export_dir="/tmp/digits-detection", quiet=True, quick=True).counts  # doctest: +SKIP
@@ -120,7 +132,8 @@ def main(export_dir: str | Path | None = None, quiet: bool = False, quick: bool 
                            task="detection", scale="float", class_names=CLASS_NAMES)
     evaluation.use_model(detector, name="TinyDigitsDetector")
     evaluation.add_chain("noise", [GaussianNoise(sigma, seed=seed)])
-    evaluation.use_exporters(build_exporters(every_n_batches=3))
+    evaluation.use_exporters(build_exporters(every_n_batches=3, detector=detector,
+                                             num_masks=300 if quick else 1000))
 
     engine = EvaluationEngine(evaluation, export_dir=export_dir or DEFAULT_EXPORT_DIR,
                               quiet=quiet, overwrite=True)
@@ -171,6 +184,16 @@ def print_report(result: EvaluationResult, sigma: float) -> None:
           f"{dataset.match(missed.to_fiftyone()).count()} (Parquet: {export.count(missed)}); "
           f"{dataset.count('ground_truth.detections')} ground-truth and "
           f"{dataset.count('predictions.detections')} predicted boxes in {len(dataset)} samples")
+    explained = export.to_pandas(columns=["sample_index", "drise_boxes"]).dropna()
+    maps = [{"sample_index": r.sample_index, **{k: box[k] for k in ("field", "kind", "label", "score", "in_box")}}
+            for r in explained.itertuples() for box in r.drise_boxes]
+    print(f"\nD-RISE maps of {len(maps)} boxes in {len(explained)} benign images with a missed digit "
+          f"(column drise_boxes; FiftyOne: sample['drise_gt_0'] explains ground_truth.detections[0]); "
+          f"in_box = share of above-mean saliency inside the box; first 6:")
+    if maps:
+        import pandas as pd
+
+        print(_indent(pd.DataFrame(maps).head(6).round(3).to_string(index=False)))
     print(f"\nOpen it in the FiftyOne App: armory-datasets app {result.export_dir}")
 
 

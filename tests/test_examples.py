@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
+import tifffile
 
 import armory_datasets
 from armory_datasets.criteria import parse
@@ -75,6 +77,22 @@ def test_classification_fiftyone_dataset_matches_the_table(classification: Evalu
     assert dataset.match(misclassified.to_fiftyone()).count() == export.count(misclassified)
 
 
+def test_classification_saliency_maps_of_the_sampled_sixes_and_threes(classification: EvaluationResult) -> None:
+    export = armory_datasets.open_export(classification.export_dir)
+    fields = ["captum_saliency", "captum_ig", "captum_gradcam", "xaitk_slidingwindow_6", "xaitk_slidingwindow_3"]
+    records = export.to_pandas(columns=["record_key", "target", "exporters", *[f"{f}_path" for f in fields]])
+    explained = records.exporters.map(lambda names: "every_n_batches" in names) & records.target.isin([6, 3])
+    assert explained.sum() >= 4
+    for field in fields:
+        assert (records[f"{field}_path"].notna() == explained).all(), field
+        assert all((classification.export_dir / path).is_file() for path in records[f"{field}_path"][explained])
+    dataset = import_fiftyone().load_dataset(classification.dataset_name)
+    assert dataset.exists("captum_ig").count() == explained.sum()
+    sample = dataset.exists("captum_ig").first()
+    path = records.set_index("record_key").captum_ig_path[sample.record_key]
+    assert np.array_equal(sample["captum_ig"].get_map(), tifffile.imread(classification.export_dir / path))
+
+
 def test_detection_exports_boxes_and_per_image_metrics(detection: EvaluationResult) -> None:
     export = armory_datasets.open_export(detection.export_dir)
     assert detection.counts == {"benign": 16, "noise": 16}
@@ -91,6 +109,22 @@ def test_detection_exports_boxes_and_per_image_metrics(detection: EvaluationResu
     assert len(dataset) == len(records)
     assert dataset.count("ground_truth.detections") == records.ground_truth_objects.map(len).sum()
     assert dataset.count("predictions.detections") == records.predicted_objects.map(len).sum()
+
+
+def test_detection_drise_maps_of_every_box_of_benign_images_with_a_miss(detection: EvaluationResult) -> None:
+    export = armory_datasets.open_export(detection.export_dir)
+    records = export.to_pandas(columns=["record_key", "chain", "recall", "num_targets", "num_predictions",
+                                        "drise_boxes"])
+    explained = (records.chain == "benign") & (records.recall < 1)
+    assert explained.sum() > 0 and (records.drise_boxes.notna() == explained).all()
+    boxes = records.drise_boxes[explained]
+    assert (boxes.map(len) == (records.num_targets + records.num_predictions)[explained]).all()
+    assert all((detection.export_dir / box["path"]).is_file() for entries in boxes for box in entries)
+    dataset = import_fiftyone().load_dataset(detection.dataset_name)
+    for sample in dataset.match(parse("chain == 'benign' & recall < 1").to_fiftyone()):
+        for k, _ in enumerate(sample.ground_truth.detections):
+            entry = next(e for e in sample["drise_boxes"] if e["field"] == f"drise_gt_{k}")
+            assert sample[f"drise_gt_{k}"].map_path == str(detection.export_dir.resolve() / entry["path"])
 
 
 def test_script_runs_and_a_rerun_replaces_its_export(tmp_path: Path) -> None:
