@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from armory_datasets.store.manifest import default_dataset_name, read_manifest
 from armory_datasets.store.parquet_writer import part_paths, unified_schema
 
 BY_SAMPLE_VIEW = "by_sample"
+INSERT_BATCH = 2048
 RESERVED_FIELDS = frozenset({
     "id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type",
     "ground_truth", "prediction", "predictions", "group",
@@ -83,6 +85,7 @@ def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, over
     name = name or manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
     fo = import_fiftyone()
     import fiftyone.core.odm as foo
+    import fiftyone.core.utils as fou
 
     if fo.dataset_exists(name):
         if not overwrite:
@@ -92,7 +95,9 @@ def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, over
     dataset.media_type = "image"
     schema = unified_schema(export_dir / "table") or pa.schema([])
     builder = _DocumentBuilder(export_dir, schema, manifest["class_names"], dataset._doc.id)
-    foo.insert_documents(builder.documents(), dataset._sample_collection, progress=False)
+    # Fixed-size batches keep memory flat (FiftyOne's default batcher grows them to 100k).
+    foo.insert_documents(builder.documents(), dataset._sample_collection, progress=False,
+                         batcher=partial(fou.StaticBatcher, batch_size=INSERT_BATCH))
     _declare_fields(fo, dataset, schema, builder)
     dataset.create_index("record_key", unique=True)
     dataset.create_index("sample_index")
