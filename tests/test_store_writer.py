@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from armory_datasets.schema import VOCABULARY, parse_arrow_type
 from armory_datasets.store import ExportWriter, part_paths, read_manifest, unified_schema
@@ -67,6 +69,40 @@ def test_exporters_merge_into_one_record_per_chain_and_sample(tmp_path):
     counts = read_manifest(tmp_path / "e")["counts"]
     assert counts == {"records": 5, "per_chain": {"benign": 4, "fgsm": 1},
                       "per_exporter": {"a": 4, "b": 2}}
+
+
+contributions = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["benign", "fgsm"]),
+              st.sets(st.integers(0, 12), min_size=1, max_size=6)),
+    min_size=1, max_size=5)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(contributions)
+def test_merge_matches_a_plain_python_reference(tmp_path_factory, given_contributions):
+    path = tmp_path_factory.mktemp("merge") / "e"
+    expected: dict[str, dict] = {}
+    with writer(path) as w:
+        for k, (exporter, chain, indices) in enumerate(given_contributions):
+            indices = sorted(indices)
+            values = [100 * k + i for i in indices]
+            w.add_records(exporter, chain, indices, {f"v_{exporter}": values, "first": values},
+                          batch=0, positions=indices, images=images(len(indices)))
+            for i, value in zip(indices, values):
+                row = expected.setdefault(f"{chain}/{i}", {"exporters": [], "first": value})
+                row.setdefault(f"v_{exporter}", value)
+                if exporter not in row["exporters"]:
+                    row["exporters"].append(exporter)
+        w.end_batch()
+    order = list(dict.fromkeys(exporter for exporter, _, _ in given_contributions))
+    table = read(path)
+    assert sorted(table.column("record_key").to_pylist()) == sorted(expected)
+    for row in table.to_pylist():
+        want = expected[row["record_key"]]
+        assert row["exporters"] == sorted(want["exporters"], key=order.index)  # batch call order
+        assert row["first"] == want["first"]
+        for exporter in "abc":
+            assert row.get(f"v_{exporter}") == want.get(f"v_{exporter}")
 
 
 def test_each_record_image_is_written_once_losslessly(tmp_path):
@@ -119,6 +155,8 @@ def test_pyarrow_pandas_and_duckdb_read_every_part(tmp_path):
     assert len(part_paths(table_dir)) == 2  # the new column started a new part
     arrow = read(tmp_path / "e")
     assert arrow.column("late").to_pylist() == [None, None, "p", "q"]
+    plain = pq.read_table(table_dir, schema=unified_schema(table_dir)).sort_by("sample_index")
+    assert plain.column("late").to_pylist() == [None, None, "p", "q"]
     frame = pd.read_parquet(table_dir, schema=unified_schema(table_dir)).sort_values("sample_index")
     assert frame["late"].tolist()[2:] == ["p", "q"] and frame["target"].tolist() == [0, 1, 2, 3]
     rows = duckdb.sql(f"SELECT sample_index, late FROM read_parquet('{table_dir}/*.parquet', "

@@ -3,7 +3,8 @@
 Exporters call :meth:`ExportWriter.add_records` (columnar, one call per exporter and
 batch) or :meth:`ExportWriter.add` (one record); :meth:`ExportWriter.end_batch` merges
 the batch's contributions (the union of the exporters' selections: each column comes
-from the first exporter that gave it, the ``exporters`` column lists all of them) and
+from the first exporter that gave it, the ``exporters`` column lists all of them in the
+order they first added to the batch) and
 streams the rows to Parquet; :meth:`ExportWriter.close` finishes the table, builds the
 FiftyOne dataset and marks the manifest complete.
 
