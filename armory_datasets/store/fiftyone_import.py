@@ -15,8 +15,11 @@ A grouped dataset (one slice per chain) was tried: ingestion was as easy, but ev
 and groups without a sample in the default slice are hidden from the default grid.
 
 Samples are written in bulk as FiftyOne's own importer does (raw documents through
-``fiftyone.core.odm.insert_documents``), not one ``add_sample`` at a time; the schema
-is declared with the public ``add_sample_field``. ``record_key`` gets a unique index.
+``fiftyone.core.odm.insert_documents``), not one ``add_sample`` at a time, because no
+public FiftyOne API inserts prepared documents; this needs three private names,
+``dataset._sample_collection``, ``dataset._doc.id`` and ``fiftyone.core.odm.sample.
+_generate_rand`` (pinned by fiftyone<1.23). The schema is declared with the public
+``add_dynamic_sample_fields``. ``record_key`` gets a unique index.
 
 Example:
     >>> dataset = build_fiftyone_dataset("exports/run1", overwrite=True)  # doctest: +SKIP
@@ -191,12 +194,13 @@ class _DocumentBuilder:
                 self.detection = True
         for field in _CLASSIFICATION_LABELS:
             label = doc.get(field)
-            if label is not None and label.get("_cls") == "Classification":
+            if label is not None and label.get("class_index") is not None:
                 label["label"] = self._class_name(label["class_index"])
         for field, column in self.heatmaps.items():
             path = columns[column][i]
             if isinstance(path, str) and path.startswith(_HEATMAP_PREFIX):
-                low, high = (columns.get(f"{field}_{s}", [None] * (i + 1))[i] for s in ("min", "max"))
+                low, high = (columns[f"{field}_{end}"][i] if f"{field}_{end}" in columns else None
+                             for end in ("min", "max"))
                 doc[field] = {"_id": self.object_id(), "_cls": "Heatmap", "tags": [],
                               "map_path": str(self.export_dir / path),
                               "range": [low, high] if low is not None and high is not None else None}
