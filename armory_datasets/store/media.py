@@ -24,7 +24,7 @@ HEATMAPS_DIR = "media/heatmaps"
 TMP_SUFFIX = ".tmp"
 DEFAULT_PNG_COMPRESS_LEVEL = 1
 """zlib level for PNGs. Any level is lossless; 1 encodes about 3x faster than PIL's
-default 6 on photographs for files a few percent larger (see benchmarks/export_bench.py)."""
+default 6 on photographs, for files about 10% larger (see benchmarks/export_bench.py)."""
 
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
