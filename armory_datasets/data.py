@@ -446,6 +446,9 @@ class _Batch:
     chain: str = "benign"
     metrics: Mapping[str, Any] | None = None
     class_names: Sequence[str] | None = None
+    # Columns only other chains of the evaluation have (e.g. their perturbations'
+    # parameters): they read as missing (NaN) here, as they are null in the table.
+    absent_columns: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not isinstance(self.inputs, Images):
@@ -592,6 +595,8 @@ class _Batch:
         perturbation_fields = self._perturbation_fields()
         if name in perturbation_fields:
             return perturbation_fields[name]
+        if name in self.absent_columns:
+            return np.float64(np.nan)
         builtins = self._builtin_columns()
         if name in builtins:
             return builtins[name]()

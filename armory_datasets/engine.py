@@ -146,6 +146,14 @@ class EvaluationEngine:
         total = len(batches) if hasattr(batches, "__len__") else None
         return tqdm(batches, total=total, disable=self.quiet, desc=self.evaluation.name, unit="batch")
 
+    def _absent_columns(self, chain: Chain) -> frozenset[str]:
+        """Perturbation fields of the other chains: missing in this chain's records."""
+        def fields(c: Chain) -> set[str]:
+            return {f"{p.name}_{param}" for p in c.perturbations for param in p.params()}
+
+        every = set().union(*(fields(c) for c in self.evaluation.chains.values()))
+        return frozenset(every - fields(chain))
+
     def _evaluate(self, base: Batch, chain: Chain, device: Any) -> Batch:
         """The chain's copy of a batch: perturbed inputs and the model's predictions."""
         import torch
@@ -165,7 +173,8 @@ class EvaluationEngine:
             output = model.module(inputs.to_model_input().to(device))
         class_names = base.class_names if base.class_names is not None else model.class_names
         changes: dict[str, Any] = dict(inputs=inputs, chain=chain.name, perturbations=applied,
-                                       class_names=class_names, metrics={})
+                                       class_names=class_names, metrics={},
+                                       absent_columns=self._absent_columns(chain))
         if isinstance(base, ImageClassificationBatch):
             changes.update(predictions=output, prediction_kind=model.prediction_kind)
         else:

@@ -352,3 +352,15 @@ def test_fgsm_chain_lowers_accuracy():
     assert result.metrics["fgsm"]["accuracy"] == pytest.approx(0.4)
     (_, fgsm_batch) = evaluation.exporters[0].batches[-1]
     assert fgsm_batch.column("fgsm_epsilon") == 0.3 and fgsm_batch.column("fgsm_targeted") is False
+
+
+def test_criteria_on_another_chains_perturbation_field_select_nothing_here():
+    exporter = FakeExporter("images", [], criterion=None)
+    EvaluationEngine(evaluation_with(exporter), writer=FakeWriter([]), quiet=True).run()
+    criterion = C.parse("isclose(shift_amount, 0.5)")
+    chosen = {batch.chain: criterion(batch_idx, batch) for batch_idx, batch in exporter.batches}
+    assert chosen == {"benign": False, "shift": True}  # a batch-level field: whole batches
+    benign = exporter.batches[0][1]
+    assert np.isnan(benign.column("shift_amount"))
+    with pytest.raises(KeyError, match="shfit_amount"):
+        benign.column("shfit_amount")  # a typo is still an error
