@@ -5,8 +5,9 @@ Rows arrive as Arrow record batches and are buffered into row groups of at most
 ``part-NNNNN.parquet.tmp`` and renamed to ``part-NNNNN.parquet`` when finished: readers
 (and a resumed export) only ever see complete parts. A part is finished when it holds
 ``rows_per_part`` rows or is ``seconds_per_part`` old (bounding the work a crash loses),
-and whenever a batch brings a new column: each part has one schema, later parts extend
-earlier ones, and :func:`unified_schema` gives the schema that reads them all.
+and whenever a batch brings a new column: later parts extend earlier ones. When the
+export closes, :func:`conform_parts` rewrites the earlier parts to the unified schema,
+so a plain ``pd.read_parquet(table_dir)`` sees every column.
 
 Example:
     >>> import pyarrow as pa, tempfile
@@ -56,6 +57,53 @@ def unified_schema(table_dir: Path) -> pa.Schema | None:
     """
     schemas = [pq.read_schema(p) for p in part_paths(table_dir)]
     return pa.unify_schemas(schemas) if schemas else None
+
+
+def conform_parts(table_dir: Path) -> int:
+    """Give every part the unified schema (nulls for columns it lacks); returns how many
+    parts were rewritten. Row group by row group, atomically (tmp + rename).
+
+    Example:
+        >>> conform_parts(Path("/nonexistent"))
+        0
+    """
+    schema = unified_schema(table_dir)
+    rewritten = 0
+    for path in part_paths(table_dir):
+        source = pq.ParquetFile(path)
+        if source.schema_arrow.equals(schema):
+            continue
+        tmp = path.with_name(path.name + ".tmp")
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as sink:
+            for group in range(source.num_row_groups):
+                table = conform(source.read_row_group(group), schema)
+                sink.write_table(table, row_group_size=table.num_rows)
+        os.replace(tmp, path)
+        rewritten += 1
+    return rewritten
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rows in ``schema``: its column order, nulls for absent columns, types checked.
+
+    Example:
+        >>> conform(pa.table({"x": [1]}), pa.schema([("x", pa.int64()), ("y", pa.string())])).to_pylist()
+        [{'x': 1, 'y': None}]
+    """
+    columns = []
+    for field in schema:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        column = table.column(field.name)
+        if not column.type.equals(field.type):
+            raise ValueError(f"column {field.name!r}: got Arrow type {column.type}; "
+                             f"expected {field.type} (the type it has in this export)")
+        if not field.nullable and column.null_count:
+            raise ValueError(f"column {field.name!r}: {column.null_count} null values; "
+                             f"expected a value in every record")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def read_keys(table_dir: Path) -> dict[str, set[int]]:
@@ -179,23 +227,6 @@ class TableWriter:
             self._open_part()
         self.finish_part()
 
-    def _conform(self, table: pa.Table) -> pa.Table:
-        """The buffered rows in the part schema: its column order, nulls for absent columns."""
-        columns = []
-        for field in self.schema:
-            if field.name not in table.column_names:
-                columns.append(pa.nulls(table.num_rows, field.type))
-                continue
-            column = table.column(field.name)
-            if not column.type.equals(field.type):
-                raise ValueError(f"column {field.name!r}: got Arrow type {column.type}; "
-                                 f"expected {field.type} (the type it has in this export)")
-            if not field.nullable and column.null_count:
-                raise ValueError(f"column {field.name!r}: {column.null_count} null values; "
-                                 f"expected a value in every record")
-            columns.append(column)
-        return pa.Table.from_arrays(columns, schema=self.schema)
-
     def _open_part(self) -> None:
         self.table_dir.mkdir(parents=True, exist_ok=True)
         self._tmp = self.table_dir / f"part-{self._next_part:05d}.parquet.tmp"
@@ -206,8 +237,9 @@ class TableWriter:
             return
         if self._writer is None:
             self._open_part()
-        table = self._conform(pa.concat_tables(
-            [pa.Table.from_batches([b]) for b in self._buffer], promote_options="default"))
+        rows = pa.concat_tables(
+            [pa.Table.from_batches([b]) for b in self._buffer], promote_options="default")
+        table = conform(rows, self.schema)
         self._writer.write_table(table, row_group_size=table.num_rows)
         self._part_rows += table.num_rows
         self._buffer, self._buffered_rows = [], 0

@@ -60,6 +60,7 @@ from armory_datasets.store.manifest import (
 )
 from armory_datasets.store.parquet_writer import (
     TableWriter,
+    conform_parts,
     count_records,
     part_paths,
     read_keys,
@@ -470,6 +471,7 @@ class ExportWriter:
         self._materialize()
         self._closed = True
         self._table.close()
+        conform_parts(self.export_dir / TABLE_DIR)
         self.manifest["counts"] = count_records(self.export_dir / TABLE_DIR)
         self._write_manifest()
         if self.fiftyone:
