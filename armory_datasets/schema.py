@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# A checkout (or editable install) reads the top-level schemas/ folder; a built wheel
+# carries the same files as armory_datasets/schemas (pyproject's package-dir).
+_CHECKOUT_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS_DIR = (_CHECKOUT_SCHEMAS if _CHECKOUT_SCHEMAS.is_dir()
+               else Path(__file__).resolve().parent / "schemas")
 TABLE_SCHEMA_FILE = SCHEMAS_DIR / "table.v1.json"
 
 _PRIMITIVES: dict[str, pa.DataType] = {
