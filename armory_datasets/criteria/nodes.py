@@ -86,10 +86,6 @@ class Value:
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def same_as(self, other: object) -> bool:
-        """Structural equality (``==`` builds a comparison instead)."""
-        return isinstance(other, Value) and self._key() == other._key()
-
     def _compare(self, op: str, other: Any) -> Compare:
         return Compare(op, self, as_value(other))
 
