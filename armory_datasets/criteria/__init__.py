@@ -29,8 +29,6 @@ from armory_datasets.criteria.nodes import (
     CountCriterion,
     Criterion,
     Field,
-    IsClose,
-    IsIn,
     Not,
     UnnamedMetricError,
     Value,

@@ -46,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from armory_datasets.schema import VOCABULARY, parse_arrow_type
+from armory_datasets.schema import VOCABULARY
 from armory_datasets.store import media
 from armory_datasets.store.fiftyone_import import RESERVED_FIELDS
 from armory_datasets.store.manifest import (
