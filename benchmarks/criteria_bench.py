@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from timing import best_of  # benchmarks/timing.py (the script's folder is on sys.path)
 from armory_datasets import criteria as C
 
 BATCH_SIZE = 32
@@ -71,15 +72,6 @@ CASES = [
     Case("target in [6, 23] & confidence < 0.1",
          lambda df: df.target.isin([6, 23]) & (df.confidence < 0.1)),
 ]
-
-
-def best_of(repeats: int, function: Callable[[], object]) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def bench_queries(path: Path, repeats: int) -> list[tuple[str, float, float, float, int]]:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from timing import best_of  # benchmarks/timing.py (the script's folder is on sys.path)
 from armory_datasets import criteria as C
 from armory_datasets import open_export
 from armory_datasets.schema import VOCABULARY
@@ -111,15 +112,6 @@ def build_export(path: Path, rows: int) -> None:
     manifest["table"]["parts"] = [p.name for p in part_paths(path / "table")]
     manifest["exporters"] = [{"name": "all", "type": "Synthetic", "criterion": "always()", "params": {}}]
     write_manifest(path, manifest)
-
-
-def best_of(repeats: int, function: Callable[[], object]) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def bench_queries(path: Path, repeats: int) -> list[tuple[str, float, float, float, int, bool]]:

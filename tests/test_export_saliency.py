@@ -7,7 +7,6 @@ Example: ``./dev test tests/test_export_saliency.py -q``
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ import pytest
 import tifffile
 import torch
 from PIL import Image
+from reference_blackbox import SoftmaxOneAtATime
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
-from smqtk_classifier.interfaces.classify_image import ClassifyImage
 from torch import nn
 from xaitk_saliency.impls.gen_image_classifier_blackbox_sal.slidingwindow import SlidingWindowStack
 
@@ -184,26 +183,6 @@ def test_integrated_gradients_honours_n_steps(model, digits, tmp_path) -> None:
         deltas[n_steps] = abs(armory_datasets.open_export(tmp_path / f"n{n_steps}").to_pandas()
                               .captum_ig_delta.item())
     assert deltas[64] < deltas[2] / 4, deltas
-
-
-class SoftmaxOneAtATime(ClassifyImage):
-    """Reference black box, independent of the library: softmax probabilities, one image at a time."""
-
-    def __init__(self, model: nn.Module, classes: list[int]) -> None:
-        self.model, self.classes = model, classes
-
-    def get_labels(self) -> list[Hashable]:
-        return list(self.classes)
-
-    def classify_images(self, img_iter: Iterable[np.ndarray]) -> Iterator[dict[Hashable, float]]:
-        for image in img_iter:
-            x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float()
-            with torch.no_grad():
-                probs = torch.softmax(self.model(normalize_digits(x)), 1)[0]
-            yield {c: float(probs[c]) for c in self.classes}
-
-    def get_config(self) -> dict:
-        return {}
 
 
 def test_heatmaps_read_back_through_fiftyone_and_parquet(export: EvaluationResult, direct, table) -> None:

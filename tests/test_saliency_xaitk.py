@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator
 
 import numpy as np
 import pytest
 import torch
-from smqtk_classifier.interfaces.classify_image import ClassifyImage
+from reference_blackbox import SoftmaxOneAtATime
 from xaitk_saliency.impls.gen_image_classifier_blackbox_sal.rise import RISEStack
 from xaitk_saliency.impls.gen_image_classifier_blackbox_sal.slidingwindow import SlidingWindowStack
 
@@ -28,26 +27,6 @@ def digits() -> tuple[torch.Tensor, np.ndarray]:
     return torch.from_numpy(np.round(images[:8] * 255) / 255), labels[:8]
 
 
-class OneAtATime(ClassifyImage):
-    """Reference black box written independently: softmax of one image at a time."""
-
-    def __init__(self, model: torch.nn.Module, classes: list[int]) -> None:
-        self.model, self.classes = model, classes
-
-    def get_labels(self) -> list[Hashable]:
-        return list(self.classes)
-
-    def classify_images(self, img_iter: Iterable[np.ndarray]) -> Iterator[dict[Hashable, float]]:
-        for image in img_iter:
-            x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float()
-            with torch.no_grad():
-                probs = torch.softmax(self.model(normalize_digits(x)), 1)[0]
-            yield {c: float(probs[c]) for c in self.classes}
-
-    def get_config(self) -> dict:
-        return {}
-
-
 def test_default_sliding_window_equals_xaitk_called_directly(model, digits):
     images, _ = digits
     classes = [3, 0, 7]
@@ -55,7 +34,7 @@ def test_default_sliding_window_equals_xaitk_called_directly(model, digits):
     assert maps.shape == (8, 3, 32, 32) and maps.dtype == np.float32
     direct = SlidingWindowStack(window_size=(8, 8), stride=(4, 4))
     for i in range(len(images)):
-        reference = direct.generate(images[i].permute(1, 2, 0).numpy(), OneAtATime(model, classes))
+        reference = direct.generate(images[i].permute(1, 2, 0).numpy(), SoftmaxOneAtATime(model, classes))
         np.testing.assert_allclose(maps[i], reference, rtol=1e-4, atol=1e-5)
 
 
