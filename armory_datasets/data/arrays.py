@@ -48,3 +48,16 @@ def as_scalar(value: Any, field: str) -> bool | int | float | str:
 
 
 # --------------------------------------------------------------------------- images
+
+
+def require_finite(array: np.ndarray, field: str, expected: str = "finite values") -> None:
+    """Raise naming the first sample with NaN or inf.
+
+    Example:
+        >>> require_finite(np.array([1.0, np.nan]), "scores")
+        Traceback (most recent call last):
+        ValueError: scores[1]: contains NaN or inf; expected finite values
+    """
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise ValueError(f"{field}[{first_bad(~finite)}]: contains NaN or inf; expected {expected}")

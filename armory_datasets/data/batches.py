@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from armory_datasets.data.arrays import as_scalar, first_bad, is_torch, to_numpy
+from armory_datasets.data.arrays import as_scalar, first_bad, is_torch, require_finite, to_numpy
 from armory_datasets.data.images import Images
 from armory_datasets.data.objects import Objects
 from armory_datasets.schema import VOCABULARY
@@ -254,10 +254,7 @@ class ImageClassificationBatch(_Batch):
             if not np.issubdtype(p.dtype, np.floating):
                 raise ValueError(f"predictions: dtype {p.dtype}; expected floating "
                                  f"{self.prediction_kind} (N,C)")
-            finite = np.isfinite(p)
-            if not finite.all():
-                raise ValueError(f"predictions[{first_bad(~finite)}]: contains NaN or inf; "
-                                 f"expected finite {self.prediction_kind}")
+            require_finite(p, "predictions", f"finite {self.prediction_kind}")
             if self.prediction_kind == "probabilities":
                 bad = (p < 0) | (p > 1)
                 if bad.any():

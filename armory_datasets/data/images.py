@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from armory_datasets.data.arrays import first_bad, is_torch, to_numpy
+from armory_datasets.data.arrays import first_bad, is_torch, require_finite, to_numpy
 
 if TYPE_CHECKING:
     import torch
@@ -131,10 +131,7 @@ class Images:
         if not np.issubdtype(array.dtype, np.floating):
             raise ValueError(f"{field}: dtype {self._dtype_name()} with scale 'float'; expected "
                              f"a floating dtype")
-        finite = np.isfinite(array)
-        if not finite.all():
-            raise ValueError(f"{field}[{first_bad(~finite)}]: contains NaN or inf; expected "
-                             f"finite values")
+        require_finite(array, field)
         unit = self._denormalise_numpy(array)
         bad = (unit < -_UNIT_TOLERANCE) | (unit > 1 + _UNIT_TOLERANCE)
         if bad.any():

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from armory_datasets.data.arrays import first_bad, to_numpy
+from armory_datasets.data.arrays import require_finite, to_numpy
 
 _BOX_TOLERANCE = 1e-4
 """Pixels a box may exceed the image by (float rounding of clamped detector output)."""
@@ -111,9 +111,8 @@ class Objects:
             raise ValueError(f"{field}.scores: got shape {self.scores.shape}; expected ({k},) "
                              f"one score per box")
         for name, array in (("boxes", self.boxes), ("scores", self.scores)):
-            if array is not None and not np.isfinite(array).all():
-                raise ValueError(f"{field}.{name}[{first_bad(~np.isfinite(array))}]: contains NaN "
-                                 f"or inf; expected finite values")
+            if array is not None:
+                require_finite(array, f"{field}.{name}")
         inverted = (self.boxes[:, 2] < self.boxes[:, 0]) | (self.boxes[:, 3] < self.boxes[:, 1])
         if inverted.any():
             j = int(np.argmax(inverted))
