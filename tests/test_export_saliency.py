@@ -40,6 +40,7 @@ from armory_datasets.export.captum import CaptumImageClassificationExporter
 from armory_datasets.export.xaitksaliency import XaitkSaliencyBlackboxImageClassificationExporter
 from armory_datasets.metrics import Correct
 from armory_datasets.store import ExportWriter
+from rejection import assert_rejected
 
 pytestmark = pytest.mark.slow
 
@@ -270,17 +271,6 @@ def digits_batch(model: nn.Module, digits, n: int = 8) -> ImageClassificationBat
         logits = model(x)
     return ImageClassificationBatch(Images(x.clone(), mean=DIGITS_MEAN, std=DIGITS_STD), labels[:n],
                                     predictions=logits, class_names=CLASS_NAMES)
-
-
-def assert_rejected(exporter: Any, batch: ImageClassificationBatch, export_dir: Path, match: str) -> None:
-    """ValueError naming the field, and nothing written: no record, no file."""
-    with ExportWriter(export_dir, {"name": "rejected"}, fiftyone=False) as writer:
-        exporter.setup(writer=writer)
-        with pytest.raises(ValueError, match=match):
-            exporter.export(0, batch)
-        writer.end_batch()
-    assert writer.manifest["counts"]["records"] == 0
-    assert not (export_dir / "media").exists()
 
 
 def test_a_class_out_of_range_is_refused_before_any_work(model, digits, tmp_path) -> None:

@@ -28,6 +28,7 @@ from armory_datasets.export.drise import DRiseSaliencyObjectDetectionExporter
 from armory_datasets.metrics import NumTargets
 from armory_datasets.saliency.drise import DRise, box_saliency_stats
 from armory_datasets.store import ExportWriter
+from rejection import assert_rejected
 
 pytestmark = pytest.mark.slow
 
@@ -203,17 +204,6 @@ def test_maps_are_deterministic_for_a_seed_and_chunked(tmp_path, detector, canva
     for field in first:
         np.testing.assert_allclose(first[field], again[field], rtol=1e-6, atol=1e-7)
         assert not np.allclose(first[field], other[field])
-
-
-def assert_rejected(exporter: Any, batch: ObjectDetectionBatch, export_dir: Path, match: str) -> None:
-    """ValueError naming the field, and nothing written: no record, no file."""
-    with ExportWriter(export_dir, {"name": "rejected"}, fiftyone=False) as writer:
-        exporter.setup(writer=writer)
-        with pytest.raises(ValueError, match=match):
-            exporter.export(0, batch)
-        writer.end_batch()
-    assert writer.manifest["counts"]["records"] == 0
-    assert not (export_dir / "media").exists()
 
 
 def test_a_label_outside_num_classes_is_refused_before_any_work(tmp_path, detector, canvases) -> None:
