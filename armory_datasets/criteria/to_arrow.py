@@ -32,7 +32,7 @@ from armory_datasets.criteria.nodes import (
     Or,
     Value,
 )
-from armory_datasets.schema import VOCABULARY
+from armory_datasets.criteria.compiling import not_compilable, nullable_fields
 
 # Arrow's modulo is floor modulo, like numpy's (the divisor is a positive literal).
 _ARITH = {"+": pc.add, "-": pc.subtract, "*": pc.multiply, "%": pc.modulo}
@@ -57,12 +57,8 @@ def _value(node: Value) -> Any:
     raise TypeError(f"unknown value node {node!r}")
 
 
-def _nullable(node: Criterion) -> bool:
-    return any(VOCABULARY.is_nullable(f.require_name()) for f in node.fields())
-
-
 def _leaf(node: Criterion, expression: Any) -> Any:
-    if _nullable(node):
+    if nullable_fields(node):
         return pc.if_else(pc.is_valid(expression), expression, pc.scalar(False))
     return expression
 
@@ -90,8 +86,7 @@ def to_arrow(node: Criterion) -> Any:
             return pc.invert(to_arrow(item))
         case Named():
             return to_arrow(node.core())
-    raise ValueError(f"{node}: cannot be compiled for a query; only export-time criteria "
-                     "built from callables are opaque — use criteria constructors instead")
+    raise not_compilable(node)
 
 
 def _value_set(options: tuple) -> pa.Array:

@@ -29,6 +29,7 @@ from armory_datasets.criteria.nodes import (
     Or,
     Value,
 )
+from armory_datasets.criteria.compiling import not_compilable, nullable_fields
 from armory_datasets.schema import VOCABULARY
 
 
@@ -69,11 +70,7 @@ def _compare(op: str, a: Any, b: Any) -> Any:
 
 
 def _leaf(node: Criterion, expression: Any, F: Any) -> Any:
-    guards = [
-        F(VOCABULARY.fiftyone_path(f.require_name())).exists()
-        for f in node.fields()
-        if VOCABULARY.is_nullable(f.require_name())
-    ]
+    guards = [F(VOCABULARY.fiftyone_path(name)).exists() for name in nullable_fields(node)]
     return F.all(guards + [expression]) if guards else expression
 
 
@@ -106,5 +103,4 @@ def _compile(node: Criterion, F: Any, Expression: Any) -> Any:
             return ~_compile(item, F, Expression)
         case Named():
             return _compile(node.core(), F, Expression)
-    raise ValueError(f"{node}: cannot be compiled for a query; only export-time criteria "
-                     "built from callables are opaque — use criteria constructors instead")
+    raise not_compilable(node)
