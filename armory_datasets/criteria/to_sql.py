@@ -7,7 +7,7 @@ value is safe to embed. Comparisons on nullable columns are wrapped in
 Example:
     >>> from armory_datasets.criteria import parse
     >>> parse("target in [6, 23] & confidence < 0.5").to_sql()
-    '("target" IN (6, 23)) AND (coalesce("confidence" < 0.5::DOUBLE, FALSE))'
+    '(coalesce("target" IN (6, 23), FALSE)) AND (coalesce("confidence" < 0.5::DOUBLE, FALSE))'
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from armory_datasets.criteria.nodes import (
     Scalar,
     Value,
 )
-from armory_datasets.schema import VOCABULARY
+from armory_datasets.criteria.compiling import not_compilable, nullable_fields
 
 _OPS = {"<": "<", "<=": "<=", "==": "=", "!=": "<>", ">": ">", ">=": ">="}
 
@@ -65,7 +65,7 @@ def _value(node: Value) -> str:
 
 
 def _leaf(node: Criterion, sql: str) -> str:
-    if any(VOCABULARY.is_nullable(f.require_name()) for f in node.fields()):
+    if nullable_fields(node):
         return f"coalesce({sql}, FALSE)"
     return sql
 
@@ -93,5 +93,4 @@ def to_sql(node: Criterion) -> str:
             return f"NOT ({to_sql(item)})"
         case Named():
             return to_sql(node.core())
-    raise ValueError(f"{node}: cannot be compiled for a query; only export-time criteria "
-                     "built from callables are opaque — use criteria constructors instead")
+    raise not_compilable(node)
