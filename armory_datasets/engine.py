@@ -110,13 +110,14 @@ class EvaluationEngine:
                 exporter.setup(writer=writer)
                 closing.callback(exporter.close)
             offset = 0
+            absent = self._absent_columns()
             for batch_idx, item in enumerate(self._progress(evaluation.dataset.batches)):
                 base = evaluation.dataset.adapter(item)
                 if base.global_indices is None:
                     base = replace(base, global_indices=np.arange(offset, offset + len(base)))
                 offset += len(base)
                 for chain in evaluation.chains.values():
-                    batch = self._evaluate(base, chain, device)
+                    batch = self._evaluate(base, chain, device, absent[chain.name])
                     metrics = metrics_used.setdefault(chain.name, _metrics_for(batch, extra_metrics))
                     for metric in metrics:
                         batch.metrics[metric.name] = metric(batch)
@@ -146,15 +147,14 @@ class EvaluationEngine:
         total = len(batches) if hasattr(batches, "__len__") else None
         return tqdm(batches, total=total, disable=self.quiet, desc=self.evaluation.name, unit="batch")
 
-    def _absent_columns(self, chain: Chain) -> frozenset[str]:
-        """Perturbation fields of the other chains: missing in this chain's records."""
-        def fields(c: Chain) -> set[str]:
-            return {f"{p.name}_{param}" for p in c.perturbations for param in p.params()}
+    def _absent_columns(self) -> dict[str, frozenset[str]]:
+        """Per chain, the perturbation fields of the other chains: missing in its records."""
+        fields = {name: {f"{p.name}_{param}" for p in c.perturbations for param in p.params()}
+                  for name, c in self.evaluation.chains.items()}
+        every = set().union(*fields.values())
+        return {name: frozenset(every - own) for name, own in fields.items()}
 
-        every = set().union(*(fields(c) for c in self.evaluation.chains.values()))
-        return frozenset(every - fields(chain))
-
-    def _evaluate(self, base: Batch, chain: Chain, device: Any) -> Batch:
+    def _evaluate(self, base: Batch, chain: Chain, device: Any, absent: frozenset[str]) -> Batch:
         """The chain's copy of a batch: perturbed inputs and the model's predictions."""
         import torch
 
@@ -174,7 +174,7 @@ class EvaluationEngine:
         class_names = base.class_names if base.class_names is not None else model.class_names
         changes: dict[str, Any] = dict(inputs=inputs, chain=chain.name, perturbations=applied,
                                        class_names=class_names, metrics={},
-                                       absent_columns=self._absent_columns(chain))
+                                       absent_columns=absent)
         if isinstance(base, ImageClassificationBatch):
             changes.update(predictions=output, prediction_kind=model.prediction_kind)
         else:
