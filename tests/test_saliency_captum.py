@@ -7,14 +7,13 @@ import pytest
 import torch
 from captum.attr import DeepLift, IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
 
-from armory_datasets.demo.digits import load_digits_images, normalize_digits, train_classifier
+from armory_datasets.demo.digits import load_digits_images, normalize_digits
 from armory_datasets.saliency.captum_maps import CaptumSaliency, NormalizedModel
 
 
 @pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    torch.set_num_threads(1)
-    return train_classifier(seed=0, epochs=3)  # 98% test accuracy in a few seconds
+def model(trained_digits_classifier) -> torch.nn.Module:
+    return trained_digits_classifier
 
 
 @pytest.fixture(scope="module")

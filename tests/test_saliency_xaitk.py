@@ -10,14 +10,13 @@ from reference_blackbox import SoftmaxOneAtATime
 from xaitk_saliency.impls.gen_image_classifier_blackbox_sal.rise import RISEStack
 from xaitk_saliency.impls.gen_image_classifier_blackbox_sal.slidingwindow import SlidingWindowStack
 
-from armory_datasets.demo.digits import load_digits_images, normalize_digits, train_classifier
+from armory_datasets.demo.digits import load_digits_images, normalize_digits
 from armory_datasets.saliency.xaitk_maps import ProbabilityBlackbox, XaitkSaliency
 
 
 @pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    torch.set_num_threads(1)
-    return train_classifier(seed=0, epochs=3)  # 98% test accuracy in a few seconds
+def model(trained_digits_classifier) -> torch.nn.Module:
+    return trained_digits_classifier
 
 
 @pytest.fixture(scope="module")
