@@ -1,4 +1,7 @@
-"""The one vocabulary of column names, loaded from ``schemas/table.v1.json``.
+"""The one vocabulary of column names, loaded from ``schemas/table.v2.json``.
+
+Version 2 adds the COCO match of every box (``match``, ``iou``, ``matched_index``) and
+the ``tp``/``fp``/``fn`` counts; ``schemas/table.v1.json`` stays for reading v1 exports.
 
 Criteria field names, Parquet columns and FiftyOne fields all come from here.
 
@@ -23,7 +26,7 @@ import pyarrow as pa
 _CHECKOUT_SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 SCHEMAS_DIR = (_CHECKOUT_SCHEMAS if _CHECKOUT_SCHEMAS.is_dir()
                else Path(__file__).resolve().parent / "schemas")
-TABLE_SCHEMA_FILE = SCHEMAS_DIR / "table.v1.json"
+TABLE_SCHEMA_FILE = SCHEMAS_DIR / "table.v2.json"
 
 _PRIMITIVES: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
@@ -112,6 +115,26 @@ class Vocabulary:
         column = self.columns.get(name)
         return column.nullable if column else True
 
+    def object_columns(self) -> tuple[str, ...]:
+        """Columns holding a list of boxes (``list<struct<...>>``), in schema order.
+
+        Example:
+            >>> VOCABULARY.object_columns()
+            ('ground_truth_objects', 'predicted_objects')
+        """
+        return tuple(name for name, c in self.columns.items()
+                     if pa.types.is_list(c.arrow_type) and pa.types.is_struct(c.arrow_type.value_type))
+
+    def object_fields(self, column: str) -> dict[str, pa.DataType]:
+        """The box fields of an object column and their Arrow types.
+
+        Example:
+            >>> list(VOCABULARY.object_fields("predicted_objects"))[:3]
+            ['label', 'x_min', 'y_min']
+        """
+        struct = self.columns[column].arrow_type.value_type
+        return {f.name: f.type for f in struct}
+
     def arrow_schema(self, kinds: tuple[str, ...] | None = None) -> pa.Schema:
         """Arrow schema of the listed columns, optionally only some kinds."""
         return pa.schema(
@@ -125,7 +148,7 @@ def load_vocabulary(path: Path = TABLE_SCHEMA_FILE) -> Vocabulary:
 
     Example:
         >>> load_vocabulary().version
-        1
+        2
     """
     doc = json.loads(Path(path).read_text())
     columns: dict[str, Column] = {}

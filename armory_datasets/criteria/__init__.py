@@ -11,6 +11,11 @@ Upstream's constructors build declarative criteria; operators combine them::
     chosen.to_fiftyone()              # FiftyOne ViewExpression for dataset.match
     C.parse(str(chosen)) == chosen    # the text syntax round-trips
 
+Object criteria test the boxes of a list column; inside them names are box fields::
+
+    C.any_object("predicted_objects", (C.col("score") > 0.8) & (C.col("match") == "fp"))
+    C.parse('count(ground_truth_objects, label == 3 & match == "fn") >= 1')
+
 Example:
     >>> str(when_metric_lt(col("confidence"), 0.5))
     'confidence < 0.5'
@@ -26,10 +31,13 @@ from armory_datasets.criteria.nodes import (
     Always,
     Chains,
     Compare,
+    Const,
     CountCriterion,
+    CountObjects,
     Criterion,
     Field,
     Not,
+    ObjectsTest,
     UnnamedMetricError,
     Value,
     all_of,
@@ -151,6 +159,36 @@ def not_satisfied(criterion: Criterion | Callable[..., Any]) -> Criterion:
     return Not(as_criterion(criterion))
 
 
+def any_object(column: str, predicate: Criterion) -> Criterion:
+    """Records where some box of ``column`` satisfies ``predicate`` (names: box fields).
+
+    Example:
+        >>> str(any_object("predicted_objects", col("score") > 0.8))
+        'any(predicted_objects, score > 0.8)'
+    """
+    return ObjectsTest("any", column, predicate)
+
+
+def all_objects(column: str, predicate: Criterion) -> Criterion:
+    """Records where every box of ``column`` satisfies ``predicate`` (true for no boxes).
+
+    Example:
+        >>> str(all_objects("ground_truth_objects", col("match") == "tp"))
+        'all(ground_truth_objects, match == "tp")'
+    """
+    return ObjectsTest("all", column, predicate)
+
+
+def count_objects(column: str, predicate: Criterion | None = None) -> Value:
+    """How many boxes of ``column`` satisfy ``predicate`` (all of them without one).
+
+    Example:
+        >>> str(count_objects("ground_truth_objects", col("match") == "fn") >= 1)
+        'count(ground_truth_objects, match == "fn") >= 1'
+    """
+    return CountObjects(column, Const(True) if predicate is None else predicate)
+
+
 @dataclass(frozen=True)
 class BatchColumn:
     """A named metric reading one of the batch's vocabulary columns."""
@@ -180,13 +218,16 @@ __all__ = [
     "CriteriaSyntaxError",
     "Criterion",
     "UnnamedMetricError",
+    "all_objects",
     "all_satisfied",
     "always",
+    "any_object",
     "any_satisfied",
     "batch_predictions",
     "batch_targets",
     "chains",
     "col",
+    "count_objects",
     "every_n_batches",
     "every_n_samples",
     "every_n_samples_of_batch",

@@ -19,12 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from armory_datasets.criteria.boxes import flatten_boxes
 from armory_datasets.criteria.nodes import (
     And,
     Arith,
     Compare,
     Const,
     CountCriterion,
+    CountObjects,
     Criterion,
     Field,
     IsClose,
@@ -32,6 +34,7 @@ from armory_datasets.criteria.nodes import (
     Literal,
     Named,
     Not,
+    ObjectsTest,
     Opaque,
     Or,
     Value,
@@ -100,6 +103,36 @@ class BatchContext:
         return as_values(lookup(name), self.size, str(name))
 
 
+@dataclass
+class BoxContext(BatchContext):
+    """The boxes of one object column as a criterion inside ``any``/``all``/``count``
+    sees them: one row per box, box fields as columns."""
+
+    boxes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def _lookup(self, node: Field) -> Any:
+        return self.boxes[node.require_name()]
+
+
+def _boxes_satisfying(node: ObjectsTest | CountObjects, ctx: BatchContext) -> tuple[Any, Any]:
+    """(boxes per record satisfying the predicate (N,), the flattened column); cached."""
+    key = ("objects", node.column, node.predicate._key())
+    if key not in ctx.cache:
+        flat_key = ("flat", node.column)
+        if flat_key not in ctx.cache:
+            lookup = getattr(ctx.batch, "column", None)
+            if not callable(lookup):
+                raise ValueError(f"{node.column}: the batch has no columns to read it from; "
+                                 "expected an armory_datasets batch")
+            ctx.cache[flat_key] = flatten_boxes(lookup(node.column), node.column, ctx.size)
+        flat = ctx.cache[flat_key]
+        inner = BoxContext(ctx.args, ctx.chain, ctx.batch_idx, None, len(flat.parents),
+                           boxes=flat.fields)
+        mask = np.broadcast_to(evaluate(node.predicate, inner), (len(flat.parents),))
+        ctx.cache[key] = (flat.count(mask), flat)
+    return ctx.cache[key]
+
+
 def _is_tensor(value: Any) -> bool:
     return type(value).__module__.startswith("torch") and hasattr(value, "detach")
 
@@ -133,8 +166,10 @@ def as_values(value: Any, size: int, name: str) -> Any:
 
 
 def _present(value: Any) -> Any:
-    """False where a value is missing (NaN), True elsewhere."""
+    """False where a value is missing (NaN, or None among a box's strings), True elsewhere."""
     array = np.asarray(value)
+    if array.dtype.kind == "O":
+        return np.not_equal(array, None)
     return ~np.isnan(array) if array.dtype.kind == "f" else np.True_
 
 
@@ -152,6 +187,9 @@ def _value(node: Value, ctx: BatchContext) -> Any:
             return np.multiply(_value(node.left, ctx), _value(node.right, ctx))
         case Arith(op="%"):
             return np.mod(_value(node.left, ctx), _value(node.right, ctx))
+        case CountObjects():
+            counts, flat = _boxes_satisfying(node, ctx)
+            return np.where(flat.valid, counts.astype(np.float64), np.nan)  # null list: missing
     raise TypeError(f"unknown value node {node!r}")
 
 
@@ -185,6 +223,10 @@ def evaluate(node: Criterion, ctx: BatchContext) -> Result:
             return _reduce(np.logical_or, (evaluate(c, ctx) for c in items))
         case Not(item=item):
             return np.logical_not(evaluate(item, ctx))
+        case ObjectsTest(quantifier=quantifier):
+            counts, flat = _boxes_satisfying(node, ctx)
+            hit = counts > 0 if quantifier == "any" else counts == flat.lengths
+            return hit & flat.valid
         case Opaque(function=function):
             return _from_upstream(function(*ctx.args), ctx.size)
         case Named():

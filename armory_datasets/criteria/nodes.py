@@ -305,6 +305,13 @@ class Criterion:
 
         return to_arrow(self)
 
+    def arrow_mask(self, table: Any) -> Any:
+        """Which rows of a ``pyarrow.Table`` are selected (boolean ChunkedArray); unlike
+        ``to_arrow()`` it also runs object criteria (``any``/``all``/``count`` of boxes)."""
+        from armory_datasets.criteria.to_arrow import arrow_mask
+
+        return arrow_mask(self, table)
+
     def to_fiftyone(self) -> Any:
         """A FiftyOne ``ViewExpression`` for ``dataset.match``."""
         from armory_datasets.criteria.to_fiftyone import to_fiftyone
@@ -324,6 +331,8 @@ def _collect_fields(value: Value, found: list[Field]) -> None:
     elif isinstance(value, Arith):
         _collect_fields(value.left, found)
         _collect_fields(value.right, found)
+    elif isinstance(value, CountObjects):
+        found.append(Field(value.column))  # box fields inside are not table columns
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -448,7 +457,7 @@ class Not(Criterion):
         return (self.item,)
 
     def __str__(self) -> str:
-        atomic = isinstance(self.item, (Named, Const, Not))
+        atomic = isinstance(self.item, (Named, Const, Not, ObjectsTest))
         return "~" + _wrap(self.item, not atomic)
 
 
@@ -617,3 +626,142 @@ def sequence_of(kind: type, values: Sequence[Any] | Any, what: str) -> tuple:
         if kind is str and not isinstance(item, str):
             raise TypeError(f"{what}: {item!r}; expected strings")
     return items
+
+
+# ------------------------------------------------------------------- object criteria
+
+
+def check_box_predicate(column: str, predicate: Criterion, what: str) -> None:
+    """ValueError unless ``column`` holds boxes and ``predicate`` reads only their fields,
+    comparing each with a literal of its kind (numbers with numbers, strings with strings,
+    strings by ==, != and in only: a box's string may be null, and an order on null
+    differs between backends)."""
+    from armory_datasets.schema import VOCABULARY
+
+    columns = VOCABULARY.object_columns()
+    if column not in columns:
+        raise ValueError(f"{what}: column {column!r} does not hold boxes; expected one of "
+                         f"{', '.join(columns)}")
+    fields = VOCABULARY.object_fields(column)
+    strings = {name for name, t in fields.items() if str(t) == "string"}
+
+    def kind_of(value: Value) -> str:
+        match value:
+            case Field(metric=None, name=name) if name in fields:
+                return "string" if name in strings else "number"
+            case Field():
+                raise ValueError(f"{what}: {value} is not a field of the boxes in {column}; "
+                                 f"expected one of {', '.join(fields)}")
+            case Literal(value=v):
+                return "string" if isinstance(v, str) else "bool" if isinstance(v, bool) else "number"
+            case Arith():
+                if "string" in (kind_of(value.left), kind_of(value.right)):
+                    raise ValueError(f"{what}: {value}: arithmetic on a string")
+                return "number"
+        raise ValueError(f"{what}: {value} cannot be used inside {column}'s boxes")
+
+    def check(node: Criterion) -> None:
+        match node:
+            case Const():
+                return
+            case Compare(op=op, left=left, right=right):
+                kinds = {kind_of(left), kind_of(right)}
+                if len(kinds) > 1:
+                    raise ValueError(f"{what}: {node} compares a {' with a '.join(sorted(kinds))}")
+                if kinds == {"string"} and op not in ("==", "!="):
+                    raise ValueError(f"{what}: {node}: strings in boxes compare with == != in only")
+            case IsIn(value=value, options=options):
+                kind = kind_of(value)
+                for option in options:
+                    if kind_of(Literal(option)) != kind:
+                        raise ValueError(f"{what}: {node}: {format_scalar(option)} is not a {kind}")
+            case IsClose(value=value):
+                if kind_of(value) != "number":
+                    raise ValueError(f"{what}: {node}: isclose needs a number")
+            case And() | Or() | Not():
+                for child in node.children():
+                    check(child)
+            case _:
+                raise ValueError(f"{what}: {node} cannot be used inside {column}'s boxes; "
+                                 "expected comparisons of box fields combined with & | ~")
+
+    check(predicate)
+
+
+QUANTIFIERS = ("any", "all")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ObjectsTest(Criterion):
+    """``any(column, predicate)`` / ``all(column, predicate)``: some / every box of a list
+    column satisfies ``predicate``, whose names are box fields. A null list satisfies
+    neither (a missing value compares false); an empty one satisfies ``all``."""
+
+    quantifier: str
+    column: str
+    predicate: Criterion
+
+    def __post_init__(self) -> None:
+        if self.quantifier not in QUANTIFIERS:
+            raise ValueError(f"quantifier: {self.quantifier!r}; expected 'any' or 'all'")
+        check_box_predicate(self.column, self.predicate, f"{self.quantifier}()")
+
+    def _key(self) -> tuple:
+        return ("objects", self.quantifier, self.column, self.predicate._key())
+
+    def fields(self) -> list[Field]:
+        return [Field(self.column)]  # box fields inside are not table columns
+
+    def __str__(self) -> str:
+        return f"{self.quantifier}({format_name(self.column)}, {self.predicate})"
+
+
+@dataclass(frozen=True, eq=False)
+class CountObjects(Value):
+    """``count(column, predicate)``: how many boxes of a list column satisfy
+    ``predicate`` (every box without one); null for a null list."""
+
+    column: str
+    predicate: Criterion = field(default_factory=lambda: Const(True))
+
+    def __post_init__(self) -> None:
+        check_box_predicate(self.column, self.predicate, "count()")
+
+    def _key(self) -> tuple:
+        return ("count", self.column, self.predicate._key())
+
+    def __str__(self) -> str:
+        if self.predicate == Const(True):
+            return f"count({format_name(self.column)})"
+        return f"count({format_name(self.column)}, {self.predicate})"
+
+
+def object_nodes(node: Criterion) -> list[ObjectsTest | CountObjects]:
+    """The distinct object quantifiers and counts of a criterion, depth first.
+
+    Example:
+        >>> from armory_datasets.criteria import parse
+        >>> [str(n) for n in object_nodes(parse("count(predicted_objects) > 2 | batch < 1"))]
+        ['count(predicted_objects)']
+    """
+    found: dict[tuple, ObjectsTest | CountObjects] = {}
+
+    def visit_value(value: Value) -> None:
+        if isinstance(value, CountObjects):
+            found.setdefault(value._key(), value)
+        elif isinstance(value, Arith):
+            visit_value(value.left)
+            visit_value(value.right)
+
+    def visit(criterion: Criterion) -> None:
+        criterion = criterion.expand()
+        if isinstance(criterion, ObjectsTest):
+            found.setdefault(criterion._key(), criterion)
+            return
+        for value in criterion.values():
+            visit_value(value)
+        for child in criterion.children():
+            visit(child)
+
+    visit(node)
+    return list(found.values())

@@ -21,7 +21,9 @@ Grammar (lowest precedence first)::
                 | NAME "(" arguments ")" | "(" criterion ")"
     list       := "[" [literal ("," literal)*] "]"
 
-A bare field used as a criterion means ``field == true``.
+A bare field used as a criterion means ``field == true``. ``any(column, criterion)``,
+``all(column, criterion)`` and ``count(column[, criterion])`` (a number) test the boxes
+of a list column; inside them names are the box's fields.
 
 Example:
     >>> str(parse("every_n_batches(5) | (target in [6, 23] & confidence < 0.5)"))
@@ -44,12 +46,14 @@ from armory_datasets.criteria.nodes import (
     Compare,
     Const,
     CountCriterion,
+    CountObjects,
     Criterion,
     Field,
     IsClose,
     IsIn,
     Literal,
     Not,
+    ObjectsTest,
     Samples,
     Value,
     all_of,
@@ -62,7 +66,7 @@ MAX_DEPTH = 40  # brackets, ~ and - nested deeper than this are refused
 FUNCTIONS = (
     "always", "every_n_batches", "first_n_batches", "every_n_samples", "first_n_samples",
     "every_n_samples_of_batch", "first_n_samples_of_batch", "samples", "chains",
-    "isclose", "all_satisfied", "any_satisfied", "not_satisfied",
+    "isclose", "all_satisfied", "any_satisfied", "not_satisfied", "any", "all", "count",
 )
 
 
@@ -313,7 +317,9 @@ class _Parser:
         except (TypeError, ValueError) as error:
             if isinstance(error, CriteriaSyntaxError):
                 raise
-            raise self.error(f"{name.text}(): {error}", name) from None
+            prefix = f"{name.text}(): "
+            message = str(error) if str(error).startswith(prefix) else prefix + str(error)
+            raise self.error(message, name) from None
 
     def parse_argument(self) -> Any:
         if self.peek("["):
@@ -347,6 +353,19 @@ class _Parser:
                     raise TypeError(f"takes 1 criterion, got {len(items)}")
                 return Not(items[0])
             return (all_of if fn == "all_satisfied" else any_of)(*items)
+        if fn in ("any", "all", "count"):
+            if kwargs:
+                raise TypeError("takes no keyword arguments")
+            if not (1 if fn == "count" else 2) <= len(args) <= 2:
+                raise TypeError(f"expected {fn}(column, criterion)" if fn != "count"
+                                else "expected count(column) or count(column, criterion)")
+            column = values[0]
+            if not isinstance(column, Field) or column.name is None:
+                raise TypeError(f"{column}: expected the name of a list column")
+            if fn == "count":
+                predicate = self.as_criterion(values[1], args[1][0]) if len(args) == 2 else Const(True)
+                return CountObjects(column.name, predicate)  # type: ignore[return-value]
+            return ObjectsTest(fn, column.name, self.as_criterion(values[1], args[1][0]))
         if fn == "isclose":
             if not 2 <= len(args) <= 4 or set(kwargs) - {"rtol", "atol"}:
                 raise TypeError("expected isclose(field, value, rtol=..., atol=...)")

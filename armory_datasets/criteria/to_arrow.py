@@ -4,6 +4,12 @@ The expression is a ``pyarrow.dataset`` filter, so the Parquet scan pushes it do
 (row groups whose statistics exclude it are skipped). Comparisons on nullable columns
 are wrapped so that a null compares false, as at export time.
 
+An Expression cannot express a predicate over the items of a list (``any``, ``all``,
+``count`` of boxes): ``arrow_mask`` evaluates such a criterion on an Arrow table instead,
+computing each object node with Arrow compute (``list_flatten``, the predicate as an
+Expression over the flat boxes, then a per-record count over ``list_parent_indices``)
+and the rest as an Expression that reads those results as columns.
+
 Example:
     >>> from armory_datasets.criteria import parse
     >>> parse("first_n_batches(2)").to_arrow()
@@ -14,14 +20,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from armory_datasets.criteria.boxes import box_list_array
 from armory_datasets.criteria.nodes import (
     And,
     Arith,
     Compare,
     Const,
+    CountObjects,
     Criterion,
     Field,
     IsClose,
@@ -29,8 +38,10 @@ from armory_datasets.criteria.nodes import (
     Literal,
     Named,
     Not,
+    ObjectsTest,
     Or,
     Value,
+    object_nodes,
 )
 from armory_datasets.criteria.compiling import not_compilable, nullable_fields
 
@@ -46,14 +57,27 @@ _COMPARE = {
 }
 
 
-def _value(node: Value) -> Any:
+Computed = dict[tuple, str]
+"""Object node key -> name of the column holding its computed values (see arrow_mask)."""
+
+
+def _computed(node: ObjectsTest | CountObjects, computed: Computed | None) -> Any:
+    if computed is None:
+        raise ValueError(f"{node}: a pyarrow Expression cannot test the items of a list; "
+                         "use criterion.arrow_mask(table) (Export.table(where=...) does)")
+    return pc.field(computed[node._key()])
+
+
+def _value(node: Value, computed: Computed | None = None) -> Any:
     match node:
         case Field():
             return pc.field(node.require_name())
         case Literal(value=value):
             return pc.scalar(value)
         case Arith(op=op):
-            return _ARITH[op](_value(node.left), _value(node.right))
+            return _ARITH[op](_value(node.left, computed), _value(node.right, computed))
+        case CountObjects():
+            return _computed(node, computed)
     raise TypeError(f"unknown value node {node!r}")
 
 
@@ -63,30 +87,76 @@ def _leaf(node: Criterion, expression: Any) -> Any:
     return expression
 
 
-def to_arrow(node: Criterion) -> Any:
-    """The criterion as a pyarrow Expression (see module docstring)."""
+def to_arrow(node: Criterion, computed: Computed | None = None) -> Any:
+    """The criterion as a pyarrow Expression (see module docstring); object nodes read
+    the ``computed`` columns."""
     match node:
         case Const(value=value):
             return pc.scalar(value)
         case Compare(op=op, left=left, right=right):
-            return _leaf(node, _COMPARE[op](_value(left), _value(right)))
+            return _leaf(node, _COMPARE[op](_value(left, computed), _value(right, computed)))
         case IsIn(value=value, options=options):
             if not options:
                 return pc.scalar(False)
-            expression = pc.is_in(_value(value), value_set=_value_set(options))
+            expression = pc.is_in(_value(value, computed), value_set=_value_set(options))
             return _leaf(node, expression)
         case IsClose():
-            distance = pc.abs(pc.subtract(_value(node.value), pc.scalar(node.target)))
+            distance = pc.abs(pc.subtract(_value(node.value, computed), pc.scalar(node.target)))
             return _leaf(node, pc.less_equal(distance, pc.scalar(node.tolerance)))
         case And(items=items):
-            return _fold(pc.and_kleene, items)
+            return _fold(pc.and_kleene, items, computed)
         case Or(items=items):
-            return _fold(pc.or_kleene, items)
+            return _fold(pc.or_kleene, items, computed)
         case Not(item=item):
-            return pc.invert(to_arrow(item))
+            return pc.invert(to_arrow(item, computed))
+        case ObjectsTest():
+            return _computed(node, computed)
         case Named():
-            return to_arrow(node.core())
+            return to_arrow(node.core(), computed)
     raise not_compilable(node)
+
+
+def _evaluate(expression: Any, table: pa.Table) -> pa.ChunkedArray:
+    """An Expression's values over an in-memory table (a projection, not a filter)."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(table).to_table(columns={"value": expression}).column("value")
+
+
+def _object_values(node: ObjectsTest | CountObjects, table: pa.Table) -> pa.Array:
+    """An object node's value per record, with Arrow compute: the column's boxes are
+    flattened (one row per box), the predicate is an Expression over them, and the
+    boxes that satisfy it are counted per record (``list_parent_indices``)."""
+    lists = box_list_array(table.column(node.column), node.column, table.num_rows)
+    boxes = pa.Table.from_struct_array(pc.list_flatten(lists))
+    mask = _evaluate(to_arrow(node.predicate), boxes).to_numpy() if len(boxes) else np.zeros(0, bool)
+    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    counts = np.bincount(parents[mask], minlength=table.num_rows)  # per-record reduction
+    missing = ~lists.is_valid().to_numpy(zero_copy_only=False)
+    if isinstance(node, CountObjects):
+        return pa.array(counts, type=pa.int64(), mask=missing)
+    lengths = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False)
+    hit = counts > 0 if node.quantifier == "any" else counts == lengths
+    return pa.array(hit & ~missing, type=pa.bool_())
+
+
+def arrow_mask(node: Criterion, table: pa.Table) -> pa.ChunkedArray:
+    """Which rows of an Arrow table the criterion selects (boolean), object criteria included.
+
+    Example:
+        >>> from armory_datasets.criteria import parse
+        >>> t = pa.table({"batch": [0, 3]})
+        >>> arrow_mask(parse("first_n_batches(2)"), t).to_pylist()
+        [True, False]
+    """
+    computed: Computed = {}
+    for i, object_node in enumerate(object_nodes(node)):
+        name = f"__object_{i}"
+        while name in table.column_names:
+            name = "_" + name
+        table = table.append_column(name, _object_values(object_node, table))
+        computed[object_node._key()] = name
+    return _evaluate(to_arrow(node, computed), table)
 
 
 def _value_set(options: tuple) -> pa.Array:
@@ -97,8 +167,8 @@ def _value_set(options: tuple) -> pa.Array:
     return pa.array(values)
 
 
-def _fold(op: Any, items: tuple[Criterion, ...]) -> Any:
-    expression = to_arrow(items[0])
+def _fold(op: Any, items: tuple[Criterion, ...], computed: Computed | None) -> Any:
+    expression = to_arrow(items[0], computed)
     for item in items[1:]:
-        expression = op(expression, to_arrow(item))
+        expression = op(expression, to_arrow(item, computed))
     return expression

@@ -5,6 +5,9 @@ Column names map to FiftyOne field paths through the one vocabulary
 number, so comparisons on nullable columns first require the value to exist: a null
 compares false, as at export time and in the other backends.
 
+Object criteria filter the record's raw list of boxes (``F("predicted_objects")``, the
+same fields as the table) with ``filter``: inside it ``F("score")`` is the box's field.
+
 Example:
     >>> from armory_datasets.criteria import parse
     >>> view = dataset.match(parse("confidence < 0.5").to_fiftyone())  # doctest: +SKIP
@@ -19,6 +22,7 @@ from armory_datasets.criteria.nodes import (
     Arith,
     Compare,
     Const,
+    CountObjects,
     Criterion,
     Field,
     IsClose,
@@ -26,6 +30,7 @@ from armory_datasets.criteria.nodes import (
     Literal,
     Named,
     Not,
+    ObjectsTest,
     Or,
     Value,
 )
@@ -35,6 +40,9 @@ from armory_datasets.schema import VOCABULARY
 
 def _value(node: Value, F: Any) -> Any:
     match node:
+        case CountObjects():
+            lists, kept = _kept(node, F)
+            return lists.is_array().if_else(kept, None)
         case Field():
             return F(VOCABULARY.fiftyone_path(node.require_name()))
         case Literal(value=value):
@@ -50,6 +58,16 @@ def _value(node: Value, F: Any) -> Any:
             n = _value(node.right, F)
             return ((_value(node.left, F) % n) + n) % n
     raise TypeError(f"unknown value node {node!r}")
+
+
+def _kept(node: ObjectsTest | CountObjects, F: Any) -> tuple[Any, Any]:
+    """(the list, how many of its boxes satisfy the predicate); $size needs an array, so
+    callers read the count only where the list is one ($cond evaluates one branch)."""
+    from armory_datasets.database import import_fiftyone
+
+    Expression = import_fiftyone().core.expressions.ViewExpression
+    lists = F(VOCABULARY.fiftyone_path(node.column))
+    return lists, lists.filter(_compile(node.predicate, F, Expression)).length()
 
 
 def _compare(op: str, a: Any, b: Any) -> Any:
@@ -101,6 +119,10 @@ def _compile(node: Criterion, F: Any, Expression: Any) -> Any:
             return F.any([_compile(c, F, Expression) for c in items])
         case Not(item=item):
             return ~_compile(item, F, Expression)
+        case ObjectsTest(quantifier=quantifier):
+            lists, kept = _kept(node, F)
+            hit = kept > 0 if quantifier == "any" else kept == lists.length()
+            return lists.is_array().if_else(hit, False)
         case Named():
             return _compile(node.core(), F, Expression)
     raise not_compilable(node)

@@ -4,6 +4,9 @@ Identifiers are double-quoted and strings single-quoted, so any column name and
 value is safe to embed. Comparisons on nullable columns are wrapped in
 ``coalesce(..., FALSE)`` so a null compares false, as at export time.
 
+Object criteria use DuckDB's list functions: ``any``/``all``/``count`` of boxes count
+the items ``list_filter`` keeps, a lambda over the box struct (``__box."score"``).
+
 Example:
     >>> from armory_datasets.criteria import parse
     >>> parse("target in [6, 23] & confidence < 0.5").to_sql()
@@ -17,6 +20,7 @@ from armory_datasets.criteria.nodes import (
     Arith,
     Compare,
     Const,
+    CountObjects,
     Criterion,
     Field,
     IsClose,
@@ -24,6 +28,7 @@ from armory_datasets.criteria.nodes import (
     Literal,
     Named,
     Not,
+    ObjectsTest,
     Or,
     Scalar,
     Value,
@@ -49,19 +54,33 @@ def sql_literal(value: Scalar) -> str:
     return str(value)
 
 
-def _value(node: Value) -> str:
+BOX = "__box"
+"""The lambda parameter naming one box inside list_filter."""
+
+
+def _value(node: Value, scope: str = "") -> str:
+    """SQL for a value; inside a box predicate ``scope`` is ``'__box.'``."""
     match node:
         case Field():
-            return quote_identifier(node.require_name())
+            return scope + quote_identifier(node.require_name())
         case Literal(value=value):
             return sql_literal(value)
         case Arith(op="%"):
             # DuckDB's % truncates like C; adding n first gives floor modulo, as numpy.
-            n = _value(node.right)
-            return f"((({_value(node.left)} % {n}) + {n}) % {n})"
+            n = _value(node.right, scope)
+            return f"((({_value(node.left, scope)} % {n}) + {n}) % {n})"
         case Arith(op=op):
-            return f"({_value(node.left)} {op} {_value(node.right)})"
+            return f"({_value(node.left, scope)} {op} {_value(node.right, scope)})"
+        case CountObjects():
+            return _count(node)
     raise TypeError(f"unknown value node {node!r}")
+
+
+def _count(node: ObjectsTest | CountObjects) -> str:
+    """Boxes of the node's column satisfying its predicate; null for a null list."""
+    column = quote_identifier(node.column)
+    predicate = to_sql(node.predicate, BOX + ".")
+    return f"len(list_filter({column}, lambda {BOX}: {predicate}))"
 
 
 def _leaf(node: Criterion, sql: str) -> str:
@@ -70,27 +89,31 @@ def _leaf(node: Criterion, sql: str) -> str:
     return sql
 
 
-def to_sql(node: Criterion) -> str:
+def to_sql(node: Criterion, scope: str = "") -> str:
     """The criterion as a SQL expression (see module docstring)."""
     match node:
         case Const(value=value):
             return sql_literal(value)
         case Compare(op=op, left=left, right=right):
-            return _leaf(node, f"{_value(left)} {_OPS[op]} {_value(right)}")
+            return _leaf(node, f"{_value(left, scope)} {_OPS[op]} {_value(right, scope)}")
         case IsIn(value=value, options=options):
             if not options:
                 return "FALSE"
             listed = ", ".join(sql_literal(o) for o in options)
-            return _leaf(node, f"{_value(value)} IN ({listed})")
+            return _leaf(node, f"{_value(value, scope)} IN ({listed})")
         case IsClose():
-            distance = f"abs({_value(node.value)} - {sql_literal(node.target)})"
+            distance = f"abs({_value(node.value, scope)} - {sql_literal(node.target)})"
             return _leaf(node, f"{distance} <= {sql_literal(node.tolerance)}")
         case And(items=items):
-            return " AND ".join(f"({to_sql(c)})" for c in items)
+            return " AND ".join(f"({to_sql(c, scope)})" for c in items)
         case Or(items=items):
-            return " OR ".join(f"({to_sql(c)})" for c in items)
+            return " OR ".join(f"({to_sql(c, scope)})" for c in items)
         case Not(item=item):
-            return f"NOT ({to_sql(item)})"
+            return f"NOT ({to_sql(item, scope)})"
+        case ObjectsTest(quantifier="any"):
+            return f"coalesce({_count(node)} > 0, FALSE)"
+        case ObjectsTest(quantifier="all"):
+            return f"coalesce({_count(node)} = len({quote_identifier(node.column)}), FALSE)"
         case Named():
-            return to_sql(node.core())
+            return to_sql(node.core(), scope)
     raise not_compilable(node)
