@@ -153,11 +153,15 @@ class PrivateMongod:
     ...     name = db.activate()  # sets FIFTYONE_DATABASE_URI / _NAME for fiftyone
     """
 
-    def __init__(self, timeout: float = 30.0) -> None:
+    def __init__(self, timeout: float = 30.0, replica_set: str | None = None) -> None:
         mongod = require_mongod()
+        # A replica set member needs its journal; a standalone throwaway does not.
+        durability = ("--replSet", replica_set) if replica_set else ("--nojournal",)
         self.dbpath = Path(tempfile.mkdtemp(prefix="armory-mongod-"))
         self.port = _free_port()
         self.uri = f"mongodb://127.0.0.1:{self.port}/?serverSelectionTimeoutMS=1000"
+        if replica_set:  # answers before the set is initiated; fiftyone uses the set's URI
+            self.uri += "&directConnection=true"
         self.process = subprocess.Popen(
             [
                 str(mongod),
@@ -167,7 +171,7 @@ class PrivateMongod:
                 str(self.port),
                 "--bind_ip",
                 "127.0.0.1",
-                "--nojournal",
+                *durability,
                 "--wiredTigerCacheSizeGB",
                 "0.25",
                 "--setParameter",
@@ -247,6 +251,112 @@ class PrivateMongod:
         shutil.rmtree(self.dbpath, ignore_errors=True)
 
     def __enter__(self) -> PrivateMongod:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class PrivateReplicaSet:
+    """A throwaway replica set of ``members`` mongods on 127.0.0.1, for tests of failover.
+
+    Each member is the wheel's mongod with ``--replSet`` (journaled: a replica set member
+    needs its journal); the set is initiated with member 0 preferred as primary.
+
+    >>> with PrivateReplicaSet() as rs:  # doctest: +SKIP
+    ...     name = rs.activate()          # FIFTYONE_DATABASE_URI lists every member
+    ...     rs.step_down()                # the primary steps down, another is elected
+    """
+
+    def __init__(self, members: int = 3, name: str = "rs0", timeout: float = 60.0) -> None:
+        self.name = name
+        self.members: list[PrivateMongod] = []
+        try:
+            for _ in range(members):
+                self.members.append(PrivateMongod(timeout, replica_set=name))
+            hosts = ",".join(f"127.0.0.1:{m.port}" for m in self.members)
+            # Generous selection timeout: an election after a stepdown takes seconds.
+            self.uri = f"mongodb://{hosts}/?replicaSet={name}&serverSelectionTimeoutMS=30000"
+            self._initiate(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _initiate(self, timeout: float) -> None:
+        config = {"_id": self.name, "members": [
+            {"_id": k, "host": f"127.0.0.1:{m.port}", "priority": 2 if k == 0 else 1}
+            for k, m in enumerate(self.members)]}
+        with self._direct(self.members[0]) as client:
+            client.admin.command("replSetInitiate", config)
+        deadline = time.monotonic() + timeout
+        while self.primary_port() is None:
+            if time.monotonic() > deadline:
+                raise DatabaseUnavailableError(
+                    f"replica set {self.name} elected no primary within {timeout:.0f} s")
+            time.sleep(0.2)
+
+    @staticmethod
+    def _direct(member: PrivateMongod):  # noqa: ANN205 (pymongo is imported lazily)
+        import pymongo
+
+        return pymongo.MongoClient("127.0.0.1", member.port, directConnection=True,
+                                   serverSelectionTimeoutMS=2000)
+
+    def primary_port(self) -> int | None:
+        """The port of the current primary, or None during an election.
+
+        >>> PrivateReplicaSet().primary_port()  # doctest: +SKIP
+        40123
+        """
+        import pymongo.errors
+
+        for member in self.members:
+            try:
+                with self._direct(member) as client:
+                    if client.admin.command("hello").get("isWritablePrimary"):
+                        return member.port
+            except pymongo.errors.PyMongoError:
+                continue
+        return None
+
+    def step_down(self, seconds: int = 60) -> int:
+        """Make the primary step down (it stays secondary for ``seconds``); return its port.
+
+        >>> PrivateReplicaSet().step_down()  # doctest: +SKIP
+        40123
+        """
+        port = self.primary_port()
+        if port is None:
+            raise DatabaseUnavailableError(f"replica set {self.name} has no primary to step down")
+        member = next(m for m in self.members if m.port == port)
+        with self._direct(member) as client:
+            client.admin.command("replSetStepDown", seconds, secondaryCatchUpPeriodSecs=10)
+        return port
+
+    def activate(self, db_name: str | None = None) -> str:
+        """Point fiftyone (imported after this call) at the set; return the db name.
+
+        >>> PrivateReplicaSet().activate().startswith("armory_datasets_test_")  # doctest: +SKIP
+        True
+        """
+        name = self.members[0].activate(db_name)
+        os.environ[URI_ENV] = self.uri
+        return name
+
+    def stop(self) -> None:
+        """Stop every member and delete their dbpaths; safe to call twice.
+
+        >>> PrivateReplicaSet().stop()  # doctest: +SKIP
+        """
+        for member in self.members:
+            member.stop()
+
+    def __enter__(self) -> PrivateReplicaSet:
         return self
 
     def __exit__(

@@ -5,7 +5,7 @@ The dataset named in the manifest (``{evaluation}-{export_id}``) is used when it
 per table record. A copy of the export opened on the same machine (same export id,
 another directory, whose media the original dataset does not point to) gets its own
 dataset, ``{name}-copy-{hash of the directory}``, so the original is left alone.
-Anything else is (re)built from the directory with ``build_fiftyone_dataset``.
+Anything else is (re)built from the directory, once however many processes ask at once.
 
 Example:
     >>> from armory_datasets.reading import open_export
@@ -14,11 +14,10 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 from armory_datasets.criteria import Criterion
-from armory_datasets.store.fiftyone_import import build_fiftyone_dataset
+from armory_datasets.store.fiftyone_import import export_fiftyone_dataset
 from armory_datasets.store.manifest import default_dataset_name
 
 if TYPE_CHECKING:
@@ -35,40 +34,17 @@ def dataset_name(export: Export) -> str:
     return export.manifest["fiftyone"]["dataset"] or default_dataset_name(export.manifest)
 
 
-def _copy_name(export: Export) -> str:
-    digest = hashlib.sha1(str(export.path).encode()).hexdigest()[:8]
-    return f"{dataset_name(export)}-copy-{digest}"
-
-
-def _built_from(dataset: Any, export: Export) -> str:
-    """How an existing dataset relates to the export: "same", "copy" (other dir) or "other"."""
-    info = dataset.info or {}
-    if info.get("export_id") != export.export_id:
-        return "other"
-    return "same" if info.get("export_dir") == str(export.path) else "copy"
-
-
 def export_dataset(export: Export, rebuild: bool = False) -> Any:
     """The persistent FiftyOne dataset of ``export`` (loaded, or built from its directory).
 
-    ``rebuild=True`` builds it again even when an up-to-date one exists.
+    ``rebuild=True`` builds it again even when an up-to-date one exists. Ownership and
+    locking: ``armory_datasets.store.fiftyone_import.export_fiftyone_dataset``.
 
     Example:
         >>> export_dataset(open_export("exports/run1")).count()  # doctest: +SKIP
         240
     """
-    from armory_datasets.database import import_fiftyone
-
-    fo = import_fiftyone()
-    name = dataset_name(export)
-    if fo.dataset_exists(name) and _built_from(fo.load_dataset(name), export) != "same":
-        name = _copy_name(export)
-    if not fo.dataset_exists(name):
-        return build_fiftyone_dataset(export.path, name=name)
-    dataset = fo.load_dataset(name)
-    if rebuild or _built_from(dataset, export) != "same" or dataset.count() != export.count():
-        dataset = build_fiftyone_dataset(export.path, name=name, overwrite=True)
-    return dataset
+    return export_fiftyone_dataset(export.path, rebuild=rebuild, expected_count=export.count())
 
 
 def match(dataset: Any, criterion: Criterion | None) -> Any:

@@ -21,6 +21,13 @@ public FiftyOne API inserts prepared documents; this needs three private names,
 _generate_rand`` (pinned by fiftyone<1.23). The schema is declared with the public
 ``add_dynamic_sample_fields``. ``record_key`` gets a unique index.
 
+Ownership: a dataset belongs to the export directory whose export id and absolute path
+its ``info`` records (written first, so a dataset left half-built by a crash is still
+recognised and rebuilt). Nothing here deletes or replaces a dataset another export or
+another copy owns: a copy gets ``{name}-copy-{hash of its path}``. Building is
+serialised per export by a lease in the database (:func:`dataset_lock`), so concurrent
+rebuilds of one export, from any process or machine, make one dataset.
+
 Example:
     >>> dataset = build_fiftyone_dataset("exports/run1", overwrite=True)  # doctest: +SKIP
     >>> dataset.match(parse("correct == false").to_fiftyone()).count()  # doctest: +SKIP
@@ -29,8 +36,13 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -54,26 +66,145 @@ RESERVED_FIELDS = frozenset({
 _CLASSIFICATION_LABELS = ("ground_truth", "prediction")
 _DETECTION_LABELS = {"ground_truth_objects": "ground_truth", "predicted_objects": "predictions"}
 _HEATMAP_PREFIX = "media/heatmaps/"
+LOCKS_COLLECTION = "armory_datasets_locks"
+LEASE_S = 60.0
 
 
-def delete_dataset(name: str) -> None:
-    """Delete a FiftyOne dataset if it exists.
+def owned_by(dataset: Any, export_id: str, export_dir: Path) -> bool:
+    """Whether ``dataset`` was built from export ``export_id`` in ``export_dir``.
 
     Example:
-        >>> delete_dataset("no-such-dataset")  # doctest: +SKIP
+        >>> owned_by(fo.load_dataset("run1-..."), "20250101T...", Path("exports/run1"))  # doctest: +SKIP
+        True
+    """
+    info = dataset.info or {}
+    return info.get("export_id") == export_id and info.get("export_dir") == str(export_dir)
+
+
+def copy_dataset_name(base: str, export_dir: Path) -> str:
+    """The dataset name of a copy of an export: ``{base}-copy-{hash of its path}``.
+
+    Example:
+        >>> copy_dataset_name("digits-1", Path("/data/copy"))
+        'digits-1-copy-392404ae'
+    """
+    return f"{base}-copy-{hashlib.sha1(str(export_dir).encode()).hexdigest()[:8]}"
+
+
+def own_dataset_name(fo: Any, export_dir: Path, manifest: dict[str, Any]) -> str:
+    """The name of the dataset ``export_dir`` owns or may create: the manifest's, unless
+    another directory (or export) holds that name; then the copy name of this directory.
+
+    Example:
+        >>> own_dataset_name(fo, Path("/data/copy"), read_manifest("/data/copy"))  # doctest: +SKIP
+        'digits-20250101T120000Z-1a2b3c4d-copy-d0b6b2f1'
+    """
+    base = manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
+    candidates = (base, copy_dataset_name(base, export_dir))
+    for name in candidates:
+        if not fo.dataset_exists(name) or owned_by(fo.load_dataset(name), manifest["export_id"],
+                                                   export_dir):
+            return name
+    raise FileExistsError(f"FiftyOne datasets {list(candidates)} belong to other exports; "
+                          f"{export_dir} (export {manifest['export_id']}) replaces neither")
+
+
+def delete_owned_datasets(export_dir: str | Path, manifest: dict[str, Any]) -> None:
+    """Delete the datasets of export ``manifest`` in ``export_dir`` (never another's).
+
+    Example:
+        >>> delete_owned_datasets("exports/run1", read_manifest("exports/run1"))  # doctest: +SKIP
     """
     from armory_datasets.database import import_fiftyone
 
     fo = import_fiftyone()
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
+    export_dir = Path(export_dir).resolve()
+    base = manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
+    for name in (base, copy_dataset_name(base, export_dir)):
+        if fo.dataset_exists(name) and owned_by(fo.load_dataset(name), manifest["export_id"],
+                                                export_dir):
+            fo.delete_dataset(name)
+
+
+@contextmanager
+def dataset_lock(name: str, lease_s: float = LEASE_S) -> Iterator[None]:
+    """Hold the database-wide lock ``name`` (a lease renewed while held).
+
+    A document in ``armory_datasets_locks`` with ``_id = name`` is the lock: inserting
+    it is atomic, so one holder wins across processes and machines sharing the database.
+    A holder that dies stops renewing, and its lease is taken over after ``lease_s``.
+
+    Example:
+        >>> with dataset_lock("digits-1"):  # doctest: +SKIP
+        ...     pass
+    """
+    import fiftyone.core.odm as foo
+    import pymongo.errors
+
+    locks = foo.get_db_conn()[LOCKS_COLLECTION]
+    token = secrets.token_hex(8)
+    while True:
+        now = time.time()
+        try:
+            locks.insert_one({"_id": name, "token": token, "expires": now + lease_s})
+            break
+        except pymongo.errors.DuplicateKeyError:
+            locks.delete_one({"_id": name, "expires": {"$lt": now}})  # a dead holder's lease
+            time.sleep(0.2)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease_s / 4):
+            try:
+                locks.update_one({"_id": name, "token": token},
+                                 {"$set": {"expires": time.time() + lease_s}})
+            except pymongo.errors.PyMongoError:
+                continue  # e.g. during an election; the next renewal retries
+    renewer = threading.Thread(target=renew, name=f"lease-{name}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        locks.delete_one({"_id": name, "token": token})
+
+
+def export_fiftyone_dataset(export_dir: str | Path, rebuild: bool = False,
+                            expected_count: int | None = None) -> Any:
+    """The dataset ``export_dir`` owns: loaded if it is up to date, else (re)built.
+
+    Up to date means built from this export id and directory with ``expected_count``
+    samples (when given). ``rebuild=True`` always builds. Runs under
+    :func:`dataset_lock`, so concurrent callers build once and the others load it.
+
+    Example:
+        >>> export_fiftyone_dataset("exports/run1").count()  # doctest: +SKIP
+        240
+    """
+    from armory_datasets.database import import_fiftyone
+
+    export_dir = Path(export_dir).resolve()
+    manifest = read_manifest(export_dir)
+    if manifest is None:
+        raise FileNotFoundError(f"{export_dir}: no manifest.json; expected an export directory")
+    fo = import_fiftyone()
+    base = manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
+    with dataset_lock(base):
+        name = own_dataset_name(fo, export_dir, manifest)
+        if not rebuild and fo.dataset_exists(name):
+            dataset = fo.load_dataset(name)
+            if expected_count is None or dataset.count() == expected_count:
+                return dataset
+        return build_fiftyone_dataset(export_dir, name=name, overwrite=True)
 
 
 def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, overwrite: bool = False) -> Any:
     """Create the persistent FiftyOne dataset of an export directory and return it.
 
     ``name`` defaults to the manifest's dataset name (``{evaluation}-{export_id}``). An
-    existing dataset of that name is replaced when ``overwrite``, else FileExistsError.
+    existing dataset of that name is replaced when ``overwrite`` and this export
+    directory owns it (:func:`owned_by`); otherwise FileExistsError, naming its owner.
 
     Example:
         >>> build_fiftyone_dataset("exports/run1", name="run1-copy").count()  # doctest: +SKIP
@@ -91,10 +222,18 @@ def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, over
     import fiftyone.core.utils as fou
 
     if fo.dataset_exists(name):
+        existing = fo.load_dataset(name)
+        if not owned_by(existing, manifest["export_id"], export_dir):
+            info = existing.info or {}
+            raise FileExistsError(
+                f"FiftyOne dataset {name!r} belongs to export {info.get('export_id')!r} in "
+                f"{info.get('export_dir')!r}, not to {export_dir}; it is left as it is")
         if not overwrite:
             raise FileExistsError(f"FiftyOne dataset {name!r} exists; pass overwrite=True to rebuild it")
         fo.delete_dataset(name)
     dataset = fo.Dataset(name, persistent=True)
+    dataset.info = {"export_dir": str(export_dir), "export_id": manifest["export_id"],
+                    "evaluation": manifest["evaluation"]}
     dataset.media_type = "image"
     schema = unified_schema(export_dir / "table") or pa.schema([])
     builder = _DocumentBuilder(export_dir, schema, manifest["class_names"], dataset._doc.id)
@@ -105,8 +244,6 @@ def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, over
     dataset.create_index("record_key", unique=True)
     dataset.create_index("sample_index")
     dataset.description = manifest["evaluation"]["description"]
-    dataset.info = {"export_dir": str(export_dir), "export_id": manifest["export_id"],
-                    "evaluation": manifest["evaluation"]}
     if manifest["class_names"] is not None:
         dataset.default_classes = manifest["class_names"]
     dataset.save()

@@ -126,7 +126,7 @@ class ExportWriter:
         existing = read_manifest(self.export_dir)
         self._replace_existing = False
         self._previous_exporters: dict[str, dict[str, Any]] = {}
-        self._old_dataset: str | None = None
+        self._old_export: dict[str, Any] | None = None  # the manifest an overwrite replaces
         self.resuming = False
         if existing is not None and not overwrite:
             if existing["status"] == "complete":
@@ -152,7 +152,7 @@ class ExportWriter:
                     f"{self.export_dir}: not empty and not an export; pass overwrite=True to "
                     f"replace its manifest.json, table/ and media/, or choose another directory")
             self._replace_existing = overwrite and self.export_dir.exists()
-            self._old_dataset = existing["fiftyone"]["dataset"] if existing else None
+            self._old_export = existing
             self.manifest = new_manifest(evaluation, png_compress_level)
         self.manifest["fiftyone"]["dataset"] = (
             (self.manifest["fiftyone"]["dataset"] or default_dataset_name(self.manifest))
@@ -172,6 +172,7 @@ class ExportWriter:
         self._exporter_names: set[str] = set()
         self._table: TableWriter | None = None
         self._closed = False
+        self._dataset_name: str | None = None
 
     # ------------------------------------------------------------------ registration
 
@@ -457,7 +458,8 @@ class ExportWriter:
     def close(self) -> str | None:
         """Finish the table, build the FiftyOne dataset, mark the manifest complete.
 
-        Returns the FiftyOne dataset name (None when written without FiftyOne).
+        Returns the FiftyOne dataset's name (None when written without FiftyOne): the
+        manifest's, or this directory's copy name when another directory owns that one.
 
         Example:
             >>> import tempfile
@@ -466,7 +468,7 @@ class ExportWriter:
             (None, 'complete')
         """
         if self._closed:
-            return self.manifest["fiftyone"]["dataset"]
+            return self._dataset_name
         self.end_batch()
         self._materialize()
         self._closed = True
@@ -475,15 +477,19 @@ class ExportWriter:
         self.manifest["counts"] = count_records(self.export_dir / TABLE_DIR)
         self._write_manifest()
         if self.fiftyone:
-            from armory_datasets.store.fiftyone_import import build_fiftyone_dataset, delete_dataset
+            from armory_datasets.store.fiftyone_import import (
+                delete_owned_datasets,
+                export_fiftyone_dataset,
+            )
 
-            dataset = build_fiftyone_dataset(self.export_dir, overwrite=True)
+            dataset = export_fiftyone_dataset(self.export_dir, rebuild=True)
+            self._dataset_name = dataset.name  # a copy's own name when another directory has the manifest's
             self.manifest["fiftyone"]["saved_views"] = list(dataset.list_saved_views())
-            if self._old_dataset and self._old_dataset != dataset.name:
-                delete_dataset(self._old_dataset)
+            if self._old_export is not None and self._old_export["fiftyone"]["dataset"]:
+                delete_owned_datasets(self.export_dir, self._old_export)  # never another copy's
         self.manifest["status"] = "complete"
         self._write_manifest()
-        return self.manifest["fiftyone"]["dataset"]
+        return self._dataset_name
 
     def abort(self) -> None:
         """Stop after an error: drop the unfinished batch, keep finished batches for resuming.
