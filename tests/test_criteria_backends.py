@@ -1,17 +1,22 @@
-"""One criterion, four engines: export-time selection equals every query backend.
+"""One criterion, six engines: export-time selection equals every query backend.
 
 For random criteria over random sample tables split into random batch sizes (with a
 short last batch), the records selected batch by batch at export time are exactly
 those that pyarrow (Parquet scan with the filter pushed down), DuckDB (SQL on the
-Parquet file) and FiftyOne (``dataset.match``) return.
+Parquet file), Polars (``scan_parquet`` + ``filter``), Spark SQL (``spark.read.parquet``,
+many criteria per query, one session) and FiftyOne (``dataset.match``) return. Spark
+needs pyspark and Java; without them its test is skipped with the reason.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -51,6 +56,54 @@ def test_export_time_equals_pyarrow_and_duckdb(seed, sizes, criterion):
         pq.write_table(table.table, path, row_group_size=7)  # several row groups to prune
         assert arrow_keys(path, criterion) == expected, str(criterion)
         assert duckdb_keys(path, criterion) == expected, str(criterion)
+
+
+def polars_keys(path: Path, criterion) -> set[str]:
+    frame = pl.scan_parquet(path).filter(criterion.to_polars()).select("record_key").collect()
+    return set(frame["record_key"].to_list())
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), sizes=batch_sizes(), criterion=criteria_strategy())
+def test_export_time_equals_polars(seed, sizes, criterion, tmp_path_factory):
+    table = make_table(seed, sizes)
+    path = tmp_path_factory.getbasetemp() / f"polars-{seed}-{'-'.join(map(str, sizes))}.parquet"
+    pq.write_table(table.table, path, row_group_size=7)
+    assert polars_keys(path, criterion) == export_time_keys(table, criterion), str(criterion)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """One local Spark session (1 core) for the module, or a skip saying why not."""
+    pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (pip install pyspark)")
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.skip("Spark needs Java: apt-get install default-jre-headless (./dev does)")
+    session = (pyspark.sql.SparkSession.builder.master("local[1]").appName("criteria")
+               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "1")
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+SPARK_CRITERIA_PER_QUERY = 40
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), sizes=batch_sizes(),
+       criteria=st.lists(criteria_strategy(), min_size=SPARK_CRITERIA_PER_QUERY,
+                         max_size=SPARK_CRITERIA_PER_QUERY))
+def test_export_time_equals_spark_sql(spark, seed, sizes, criteria, tmp_path_factory):
+    table = make_table(seed, sizes)
+    path = tmp_path_factory.getbasetemp() / f"spark-{seed}-{'-'.join(map(str, sizes))}.parquet"
+    pq.write_table(table.table, path, row_group_size=7)
+    selected = ", ".join(f"({c.to_spark_sql()}) AS c{k}" for k, c in enumerate(criteria))
+    spark.read.parquet(str(path)).createOrReplaceTempView("samples")
+    rows = spark.sql(f"SELECT record_key, {selected} FROM samples").collect()
+    for k, criterion in enumerate(criteria):
+        keys = {row["record_key"] for row in rows if row[f"c{k}"]}
+        assert keys == export_time_keys(table, criterion), criterion.to_spark_sql()
 
 
 def fiftyone_sample(fo, row: dict):
@@ -103,3 +156,14 @@ def test_tables_exercise_nulls_and_short_batches():
     assert table.table.column("score").null_count > 0
     sizes = [len(batch) for chain, _, batch in table.batches() if chain == "benign"]
     assert sizes == [8, 8, 8, 8, 3]
+
+
+def test_object_criteria_say_they_are_not_compiled_for_polars_and_spark_yet():
+    from armory_datasets.criteria import parse
+
+    criterion = parse("any(predicted_objects, score > 0.5) | count(ground_truth_objects) > 2")
+    assert "list_filter" in criterion.to_sql()
+    with pytest.raises(ValueError, match="not yet for Polars"):
+        criterion.to_polars()
+    with pytest.raises(ValueError, match="not yet for Spark SQL"):
+        criterion.to_spark_sql()

@@ -324,6 +324,18 @@ class Criterion:
 
         return to_sql(self)
 
+    def to_polars(self) -> Any:
+        """A Polars expression (``pl.Expr``) for ``LazyFrame.filter``."""
+        from armory_datasets.criteria.to_polars import to_polars
+
+        return to_polars(self)
+
+    def to_spark_sql(self) -> str:
+        """A Spark SQL boolean expression for ``DataFrame.where`` / a WHERE clause."""
+        from armory_datasets.criteria.to_sql import SPARK, to_sql
+
+        return to_sql(self, SPARK)
+
 
 def _collect_fields(value: Value, found: list[Field]) -> None:
     if isinstance(value, Field):

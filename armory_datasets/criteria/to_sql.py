@@ -1,16 +1,20 @@
-"""Compile a criterion to a SQL boolean expression (DuckDB dialect).
+"""Compile a criterion to a SQL boolean expression: DuckDB's dialect, or Spark SQL's.
 
-Identifiers are double-quoted and strings single-quoted, so any column name and
-value is safe to embed. Comparisons on nullable columns are wrapped in
-``coalesce(..., FALSE)`` so a null compares false, as at export time.
+Identifiers and strings are quoted the dialect's way, so any column name and value
+is safe to embed. Comparisons on nullable columns are wrapped in
+``coalesce(..., FALSE)`` so a null compares false, as at export time. The dialects
+differ only in quoting, typed float literals and floor modulo (:class:`SqlDialect`).
 
 Object criteria use DuckDB's list functions: ``any``/``all``/``count`` of boxes count
 the items ``list_filter`` keeps, a lambda over the box struct (``__box."score"``).
+Spark SQL does not get them yet (a ValueError says so).
 
 Example:
     >>> from armory_datasets.criteria import parse
     >>> parse("target in [6, 23] & confidence < 0.5").to_sql()
     '(coalesce("target" IN (6, 23), FALSE)) AND (coalesce("confidence" < 0.5::DOUBLE, FALSE))'
+    >>> parse("chain == 'fgsm' & batch % 5 == 0").to_spark_sql()
+    "(`chain` = 'fgsm') AND (pmod(`batch`, 5) = 0)"
 """
 
 from __future__ import annotations
@@ -38,48 +42,95 @@ from armory_datasets.criteria.compiling import not_compilable, nullable_fields
 _OPS = {"<": "<", "<=": "<=", "==": "=", "!=": "<>", ">": ">", ">=": ">="}
 
 
+class SqlDialect:
+    """DuckDB's SQL: the quoting, literal and modulo rules the compiler needs.
+
+    Example:
+        >>> DUCKDB.literal("it's"), SPARK.identifier("a`b")
+        ("'it''s'", '`a``b`')
+    """
+
+    def identifier(self, name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def string(self, value: str) -> str:
+        return "'" + value.replace("'", "''") + "'"
+
+    def double(self, value: float) -> str:
+        # Typed, so that integer columns meet it in float64 arithmetic as at export time
+        # (a bare 0.1 would be a DECIMAL).
+        return f"{value!r}::DOUBLE"
+
+    def floor_modulo(self, left: str, divisor: str) -> str:
+        # DuckDB's % truncates like C; adding n first gives floor modulo, as numpy.
+        return f"((({left} % {divisor}) + {divisor}) % {divisor})"
+
+    def literal(self, value: Scalar) -> str:
+        if isinstance(value, bool):
+            return "TRUE" if value else "FALSE"
+        if isinstance(value, str):
+            return self.string(value)
+        if isinstance(value, float):
+            return self.double(value)
+        return str(value)
+
+
+class SparkDialect(SqlDialect):
+    """Spark SQL: backquoted names, backslash escapes in strings, ``pmod``."""
+
+    def identifier(self, name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+
+    def string(self, value: str) -> str:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    def double(self, value: float) -> str:
+        return f"CAST({value!r} AS DOUBLE)"
+
+    def floor_modulo(self, left: str, divisor: str) -> str:
+        return f"pmod({left}, {divisor})"  # floor modulo for a positive divisor
+
+
+DUCKDB = SqlDialect()
+SPARK = SparkDialect()
+
+
 def quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    return DUCKDB.identifier(name)
 
 
 def sql_literal(value: Scalar) -> str:
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, float):
-        # Typed, so that integer columns meet it in float64 arithmetic as at export time
-        # (a bare 0.1 would be a DECIMAL in DuckDB).
-        return f"{value!r}::DOUBLE"
-    return str(value)
+    return DUCKDB.literal(value)
 
 
 BOX = "__box"
 """The lambda parameter naming one box inside list_filter."""
 
 
-def _value(node: Value, scope: str = "") -> str:
+def _value(node: Value, dialect: SqlDialect, scope: str = "") -> str:
     """SQL for a value; inside a box predicate ``scope`` is ``'__box.'``."""
     match node:
         case Field():
-            return scope + quote_identifier(node.require_name())
+            return scope + dialect.identifier(node.require_name())
         case Literal(value=value):
-            return sql_literal(value)
+            return dialect.literal(value)
         case Arith(op="%"):
-            # DuckDB's % truncates like C; adding n first gives floor modulo, as numpy.
-            n = _value(node.right, scope)
-            return f"((({_value(node.left, scope)} % {n}) + {n}) % {n})"
+            return dialect.floor_modulo(_value(node.left, dialect, scope),
+                                        _value(node.right, dialect, scope))
         case Arith(op=op):
-            return f"({_value(node.left, scope)} {op} {_value(node.right, scope)})"
+            return f"({_value(node.left, dialect, scope)} {op} {_value(node.right, dialect, scope)})"
         case CountObjects():
-            return _count(node)
+            return _count(node, dialect)
     raise TypeError(f"unknown value node {node!r}")
 
 
-def _count(node: ObjectsTest | CountObjects) -> str:
+def _count(node: ObjectsTest | CountObjects, dialect: SqlDialect) -> str:
     """Boxes of the node's column satisfying its predicate; null for a null list."""
+    if dialect is not DUCKDB:
+        raise ValueError(f"{node}: object criteria are compiled for DuckDB, pyarrow and "
+                         f"FiftyOne, not yet for Spark SQL; filter with to_sql() or to_arrow()")
     column = quote_identifier(node.column)
-    predicate = to_sql(node.predicate, BOX + ".")
+    predicate = to_sql(node.predicate, dialect, BOX + ".")
     return f"len(list_filter({column}, lambda {BOX}: {predicate}))"
 
 
@@ -89,31 +140,32 @@ def _leaf(node: Criterion, sql: str) -> str:
     return sql
 
 
-def to_sql(node: Criterion, scope: str = "") -> str:
-    """The criterion as a SQL expression (see module docstring)."""
+def to_sql(node: Criterion, dialect: SqlDialect = DUCKDB, scope: str = "") -> str:
+    """The criterion as a SQL expression in ``dialect`` (see module docstring)."""
     match node:
         case Const(value=value):
-            return sql_literal(value)
+            return dialect.literal(value)
         case Compare(op=op, left=left, right=right):
-            return _leaf(node, f"{_value(left, scope)} {_OPS[op]} {_value(right, scope)}")
+            return _leaf(node, f"{_value(left, dialect, scope)} {_OPS[op]} "
+                               f"{_value(right, dialect, scope)}")
         case IsIn(value=value, options=options):
             if not options:
                 return "FALSE"
-            listed = ", ".join(sql_literal(o) for o in options)
-            return _leaf(node, f"{_value(value, scope)} IN ({listed})")
+            listed = ", ".join(dialect.literal(o) for o in options)
+            return _leaf(node, f"{_value(value, dialect, scope)} IN ({listed})")
         case IsClose():
-            distance = f"abs({_value(node.value, scope)} - {sql_literal(node.target)})"
-            return _leaf(node, f"{distance} <= {sql_literal(node.tolerance)}")
+            distance = f"abs({_value(node.value, dialect, scope)} - {dialect.literal(node.target)})"
+            return _leaf(node, f"{distance} <= {dialect.literal(node.tolerance)}")
         case And(items=items):
-            return " AND ".join(f"({to_sql(c, scope)})" for c in items)
+            return " AND ".join(f"({to_sql(c, dialect, scope)})" for c in items)
         case Or(items=items):
-            return " OR ".join(f"({to_sql(c, scope)})" for c in items)
+            return " OR ".join(f"({to_sql(c, dialect, scope)})" for c in items)
         case Not(item=item):
-            return f"NOT ({to_sql(item, scope)})"
+            return f"NOT ({to_sql(item, dialect, scope)})"
         case ObjectsTest(quantifier="any"):
-            return f"coalesce({_count(node)} > 0, FALSE)"
+            return f"coalesce({_count(node, dialect)} > 0, FALSE)"
         case ObjectsTest(quantifier="all"):
-            return f"coalesce({_count(node)} = len({quote_identifier(node.column)}), FALSE)"
+            return f"coalesce({_count(node, dialect)} = len({quote_identifier(node.column)}), FALSE)"
         case Named():
-            return to_sql(node.core(), scope)
+            return to_sql(node.core(), dialect, scope)
     raise not_compilable(node)
