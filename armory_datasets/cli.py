@@ -44,6 +44,15 @@ def _open(path: str) -> Any:
     return open_export(path)
 
 
+def _open_many(paths: list[str]) -> Any:
+    """One export, or several (directories or globs) as one table keyed by export_id."""
+    from armory_datasets.reading_many import open_exports
+
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        return _open(paths[0])
+    return open_exports(paths)
+
+
 # ------------------------------------------------------------------------------ info
 
 
@@ -146,7 +155,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         raise UsageError("--sql cannot be combined with --where or --columns; put them in the query")
     if args.limit is not None and args.limit < 0:
         raise UsageError(f"--limit: got {args.limit}; expected a count >= 0")
-    export = _open(args.path)
+    export = _open_many(args.path)
     if args.sql is not None:
         table = export.sql(args.sql)
         table = table if args.limit is None else table.slice(0, args.limit)
@@ -252,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     query = command("query", cmd_query, "select records by criteria (or SQL) and print or save them",
                     "Select records with the criteria language (pushed into the Parquet scan) "
-                    "or DuckDB SQL over the view 'samples'.")
-    query.add_argument("path", help="export directory")
+                    "or DuckDB SQL over the view 'samples'. Several exports (or a glob) are "
+                    "read as one table keyed by export_id.")
+    query.add_argument("path", nargs="+", help="export directories or globs such as 'exports/run-*'")
     query.add_argument("--where", metavar="TEXT",
                        help="criteria text, e.g. \"~correct & confidence > 0.9\"")
     query.add_argument("--sql", metavar="QUERY",
