@@ -172,7 +172,7 @@ def test_row_groups_stream_and_parts_roll_by_size(tmp_path):
             add_batch(w, "a", "benign", range(2 * b, 2 * b + 2), batch=b, target=[0, 1])
             w.end_batch()
         open_parts = sorted(p.name for p in (tmp_path / "e" / "table").iterdir())
-    assert open_parts == ["part-00000.parquet", "part-00001.parquet.tmp"]  # readers skip .tmp
+    assert open_parts == [".part-00001.parquet.tmp", "part-00000.parquet"]  # hidden: readers skip it
     parts = part_paths(tmp_path / "e" / "table")
     assert [pq.ParquetFile(p).metadata.num_rows for p in parts] == [6, 4]
     assert pq.ParquetFile(parts[0]).metadata.num_row_groups == 2
@@ -237,7 +237,7 @@ def interrupted_export(path, batches: int) -> str:
     for b in range(batches):
         add_batch(w, "a", "benign", [2 * b, 2 * b + 1], batch=b, target=[0, 1])
         w.end_batch()
-    (path / "table" / "part-00099.parquet.tmp").write_bytes(b"half a part")
+    (path / "table" / ".part-00099.parquet.tmp").write_bytes(b"half a part")
     return w.export_id
 
 

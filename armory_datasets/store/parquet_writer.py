@@ -2,12 +2,15 @@
 
 Rows arrive as Arrow record batches and are buffered into row groups of at most
 ``rows_per_group`` rows, so memory does not grow with the export. A part is written to
-``part-NNNNN.parquet.tmp`` and renamed to ``part-NNNNN.parquet`` when finished: readers
+``.part-NNNNN.parquet.tmp`` and renamed to ``part-NNNNN.parquet`` when finished: readers
 (and a resumed export) only ever see complete parts. A part is finished when it holds
 ``rows_per_part`` rows or is ``seconds_per_part`` old (bounding the work a crash loses),
-and whenever a batch brings a new column: later parts extend earlier ones. When the
-export closes, :func:`conform_parts` rewrites the earlier parts to the unified schema,
-so a plain ``pd.read_parquet(table_dir)`` sees every column.
+and whenever a batch brings a new column. Before any row with the new column is
+written, the finished parts are rewritten (each atomically) with it as nulls, so every
+finished part has the table's full schema as soon as it is written: Polars, HF
+``datasets``, pandas and DuckDB without ``union_by_name`` read an export killed
+mid-run without losing a column. New columns are rare (most arrive with the first
+batch or are declared by exporters), so the rewrite is too.
 
 Example:
     >>> import pyarrow as pa, tempfile
@@ -59,21 +62,22 @@ def unified_schema(table_dir: Path) -> pa.Schema | None:
     return pa.unify_schemas(schemas) if schemas else None
 
 
-def conform_parts(table_dir: Path) -> int:
-    """Give every part the unified schema (nulls for columns it lacks); returns how many
-    parts were rewritten. Row group by row group, atomically (tmp + rename).
+def conform_parts(table_dir: Path, schema: pa.Schema | None = None) -> int:
+    """Give every part ``schema`` (default: the unified one; nulls for columns a part
+    lacks); returns how many parts were rewritten. Row group by row group, atomically
+    (tmp + rename).
 
     Example:
         >>> conform_parts(Path("/nonexistent"))
         0
     """
-    schema = unified_schema(table_dir)
+    schema = unified_schema(table_dir) if schema is None else schema
     rewritten = 0
     for path in part_paths(table_dir):
         source = pq.ParquetFile(path)
         if source.schema_arrow.equals(schema):
             continue
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = _tmp_path(path)
         with pq.ParquetWriter(tmp, schema, compression="zstd") as sink:
             for group in range(source.num_row_groups):
                 table = conform(source.read_row_group(group), schema)
@@ -81,6 +85,12 @@ def conform_parts(table_dir: Path) -> int:
         os.replace(tmp, path)
         rewritten += 1
     return rewritten
+
+
+def _tmp_path(part: Path) -> Path:
+    """Where a part is written before its rename: hidden (``.part-NNNNN.parquet.tmp``), so
+    pyarrow/pandas directory reads and ``*.parquet`` globs never meet a half-written file."""
+    return part.with_name(f".{part.name}.tmp")
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -150,8 +160,8 @@ class TableWriter:
     """Append record batches; finish parts atomically; roll parts when columns are added.
 
     ``schema`` lists the columns every part has (missing values are null); a batch may
-    bring more columns, which start a new part. ``on_part(path)`` is called after each
-    part is finished.
+    bring more columns, which start a new part and are added to the finished ones.
+    ``on_part(path)`` is called after each part is finished.
 
     Example:
         >>> import tempfile
@@ -193,6 +203,7 @@ class TableWriter:
             self.finish_part()
             self.schema = pa.schema(list(self.schema) + new_fields, metadata=TABLE_METADATA)
             self._names.update(f.name for f in new_fields)
+            conform_parts(self.table_dir, self.schema)  # finished parts get the new columns now
         if self._writer is None and not self._buffer:
             self._part_started = time.monotonic()
         self._buffer.append(batch)
@@ -214,7 +225,7 @@ class TableWriter:
         if self._writer is None:
             return
         self._writer.close()
-        final = self._tmp.with_suffix("")  # drop ".tmp"
+        final = self.table_dir / f"part-{self._next_part:05d}.parquet"
         os.replace(self._tmp, final)
         self._writer, self._tmp, self._part_rows = None, None, 0
         self._next_part += 1
@@ -229,7 +240,7 @@ class TableWriter:
 
     def _open_part(self) -> None:
         self.table_dir.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.table_dir / f"part-{self._next_part:05d}.parquet.tmp"
+        self._tmp = _tmp_path(self.table_dir / f"part-{self._next_part:05d}.parquet")
         self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
 
     def _flush(self) -> None:
