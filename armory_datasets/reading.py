@@ -9,9 +9,12 @@ An export whose manifest still says status "writing" (interrupted, or being writ
 opens with an :class:`IncompleteExportWarning` and shows its finished table parts.
 
 Example:
-    >>> export = open_export("armory-exports/digits")  # doctest: +SKIP
-    >>> export.table(where="~correct & chains(['fgsm'])", columns=["sample_index", "prediction"])  # doctest: +SKIP
-    >>> export.sql("SELECT chain, avg(confidence) FROM samples GROUP BY chain")  # doctest: +SKIP
+    >>> from armory_datasets.demo.tiny import tiny_export
+    >>> export = open_export(tiny_export())  # a small export in a temporary directory
+    >>> export.table(where="~correct & chains(['noisy'])", columns=["sample_index", "prediction"]).num_rows
+    3
+    >>> export.sql("SELECT chain, count(*) AS n FROM samples GROUP BY chain ORDER BY chain").to_pylist()
+    [{'chain': 'benign', 'n': 8}, {'chain': 'noisy', 'n': 8}]
 """
 
 from __future__ import annotations
@@ -90,9 +93,10 @@ class Export:
     """An export directory: manifest, Parquet table, media, FiftyOne dataset.
 
     Example:
-        >>> export = Export("armory-exports/digits")  # doctest: +SKIP
-        >>> export.count("~correct")  # doctest: +SKIP
-        17
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> export = Export(tiny_export())
+        >>> export.count("~correct")
+        3
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -154,7 +158,8 @@ class Export:
         """``where`` as a criterion whose columns all exist (text is parsed).
 
         Example:
-            >>> export.criterion("confidence < 0.5")  # doctest: +SKIP
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> open_export(tiny_export()).criterion("confidence < 0.5")
             criterion('confidence < 0.5')
         """
         if where is None:
@@ -198,8 +203,10 @@ class Export:
         """Records matching ``where`` (pushed into the Parquet scan), in writing order.
 
         Example:
-            >>> export.table("chains(['fgsm']) & ~correct", columns=["sample_index"]).num_rows  # doctest: +SKIP
-            17
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> export = open_export(tiny_export())
+            >>> export.table("chains(['noisy']) & ~correct", columns=["sample_index"]).num_rows
+            3
         """
         names = self._column_list(columns)
         if limit is None:
@@ -212,7 +219,10 @@ class Export:
         """:meth:`table` as a pandas DataFrame.
 
         Example:
-            >>> export.to_pandas("confidence < 0.5", ["record_key", "confidence"])  # doctest: +SKIP
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> export = open_export(tiny_export())
+            >>> export.to_pandas("~correct", ["record_key", "correct"]).record_key.tolist()
+            ['noisy/1', 'noisy/4', 'noisy/6']
         """
         return self.table(where, columns).to_pandas()
 
@@ -220,8 +230,9 @@ class Export:
         """Number of records matching ``where``.
 
         Example:
-            >>> export.count("chains(['benign'])")  # doctest: +SKIP
-            120
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> open_export(tiny_export()).count("chains(['benign'])")
+            8
         """
         return self._scan(where, lambda f: self.dataset.count_rows(filter=f))
 
@@ -250,8 +261,9 @@ class Export:
         ``DuckDBPyRelation``. ``image_path`` values are relative to ``export.path``.
 
         Example:
-            >>> export.duckdb().sql("SELECT count(*) FROM samples").fetchone()  # doctest: +SKIP
-            (240,)
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> open_export(tiny_export()).duckdb().sql("SELECT count(*) FROM samples").fetchall()
+            [(16,)]
         """
         if "_duckdb" not in self.__dict__:
             import duckdb
@@ -272,7 +284,10 @@ class Export:
         A statement without a result (``CREATE VIEW ...``) returns an empty table.
 
         Example:
-            >>> export.sql("SELECT chain, count(*) AS n FROM samples GROUP BY chain ORDER BY chain")  # doctest: +SKIP
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> export = open_export(tiny_export())
+            >>> export.sql("SELECT chain, count(*) AS n FROM samples GROUP BY chain ORDER BY chain").to_pylist()
+            [{'chain': 'benign', 'n': 8}, {'chain': 'noisy', 'n': 8}]
         """
         if not isinstance(query, str) or not query.strip():
             raise ValueError(f"query: got {query!r}; expected SQL text such as "
@@ -296,7 +311,10 @@ class Export:
         by sample index then chain (``view.group_by("sample_index")`` pairs them in the App).
 
         Example:
-            >>> export.compare_chains("benign", "fgsm").column("sample_index")  # doctest: +SKIP
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> export = open_export(tiny_export())
+            >>> export.compare_chains("benign", "noisy").column("sample_index").to_pylist()
+            [1, 4, 6]
         """
         for name in (a, b):
             if name not in self.chains:
@@ -341,8 +359,9 @@ class Export:
         ``armory_datasets.reading_fiftyone.export_dataset``.
 
         Example:
-            >>> export.fiftyone("~correct").count()  # doctest: +SKIP
-            23
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> open_export(tiny_export()).fiftyone("~correct").count()
+            3
         """
         from armory_datasets.reading_fiftyone import export_dataset, match
 
@@ -356,7 +375,12 @@ class Export:
         See :class:`armory_datasets.reading_torch.ExportTorchDataset`.
 
         Example:
-            >>> loader = torch.utils.data.DataLoader(export.torch_dataset("~correct"), batch_size=32)  # doctest: +SKIP
+            >>> import torch
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> data = open_export(tiny_export()).torch_dataset("~correct")
+            >>> images, targets = next(iter(torch.utils.data.DataLoader(data, batch_size=32)))
+            >>> images.shape, targets.tolist()
+            (torch.Size([3, 3, 8, 8]), [1, 1, 0])
         """
         from armory_datasets.reading_torch import ExportTorchDataset
 

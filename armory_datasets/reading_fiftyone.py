@@ -8,8 +8,10 @@ dataset, ``{name}-copy-{hash of the directory}``, so the original is left alone.
 Anything else is (re)built from the directory, once however many processes ask at once.
 
 Example:
+    >>> from armory_datasets.demo.tiny import tiny_export
     >>> from armory_datasets.reading import open_export
-    >>> dataset = export_dataset(open_export("copied-export"))  # doctest: +SKIP
+    >>> export_dataset(open_export(tiny_export())).count("ground_truth")
+    16
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ def dataset_name(export: Export) -> str:
     """The name of the export's dataset: the manifest's, or its default.
 
     Example:
-        >>> dataset_name(open_export("exports/run1"))  # doctest: +SKIP
-        'digits-20250101T120000Z-1a2b3c4d'
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> from armory_datasets.reading import open_export
+        >>> dataset_name(open_export(tiny_export()))
+        'tiny-...'
     """
     return export.manifest["fiftyone"]["dataset"] or default_dataset_name(export.manifest)
 
@@ -41,8 +45,10 @@ def export_dataset(export: Export, rebuild: bool = False) -> Any:
     locking: ``armory_datasets.store.fiftyone_import.export_fiftyone_dataset``.
 
     Example:
-        >>> export_dataset(open_export("exports/run1")).count()  # doctest: +SKIP
-        240
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> from armory_datasets.reading import open_export
+        >>> export_dataset(open_export(tiny_export())).count()
+        16
     """
     return export_fiftyone_dataset(export.path, rebuild=rebuild, expected_count=export.count())
 
@@ -51,8 +57,12 @@ def match(dataset: Any, criterion: Criterion | None) -> Any:
     """The samples of ``dataset`` (all group slices, if grouped) matching ``criterion``.
 
     Example:
-        >>> match(dataset, parse("~correct")).count()  # doctest: +SKIP
-        23
+        >>> from armory_datasets.criteria import parse
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> from armory_datasets.reading import open_export
+        >>> dataset = export_dataset(open_export(tiny_export()))
+        >>> match(dataset, parse("~correct")).count()
+        3
     """
     view = dataset.select_group_slices(_allow_mixed=True) if dataset.media_type == "group" \
         else dataset.view()

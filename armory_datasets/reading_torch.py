@@ -9,11 +9,12 @@ Only records that have that heatmap are included. Detection targets vary in size
 use ``DataLoader(..., collate_fn=collate_detection)``.
 
 Example:
+    >>> from armory_datasets.demo.tiny import tiny_export
     >>> from armory_datasets.reading import open_export
-    >>> data = ExportTorchDataset(open_export("exports/run1"), where="~correct")  # doctest: +SKIP
-    >>> image, target = data[0]  # doctest: +SKIP
-    >>> image.shape, image.dtype  # doctest: +SKIP
-    (torch.Size([1, 32, 32]), torch.float32)
+    >>> data = ExportTorchDataset(open_export(tiny_export()), where="~correct")
+    >>> image, target = data[0]
+    >>> image.shape, image.dtype, target
+    (torch.Size([3, 8, 8]), torch.float32, tensor(1))
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ class ExportTorchDataset(torch.utils.data.Dataset):
     ``records`` holds the selected rows' keys (``record_key``, ``chain``, ``sample_index``).
 
     Example:
-        >>> len(ExportTorchDataset(export, where="chains(['fgsm'])"))  # doctest: +SKIP
-        120
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> from armory_datasets.reading import open_export
+        >>> len(ExportTorchDataset(open_export(tiny_export()), where="chains(['noisy'])"))
+        8
     """
 
     def __init__(self, export: Export, where: Where = None,

@@ -43,7 +43,7 @@ def parse_arrow_type(text: str) -> pa.DataType:
 
     Example:
         >>> parse_arrow_type("list<struct<label:int64,score:float64>>")
-        ListType(list<item: struct<label: int64, score: float64>>)
+        ListType(list<item: struct<label: int64, score: double>>)
     """
     text = text.replace(" ", "")
     if text in _PRIMITIVES:

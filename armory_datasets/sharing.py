@@ -8,9 +8,11 @@ refuses absolute paths, ``..``, links and devices, and extracts atomically (to a
 temporary sibling of ``dest``, then renamed).
 
 Example:
-    >>> pack_export("exports/run1", "run1.tar.gz")  # doctest: +SKIP
+    >>> from armory_datasets.demo.tiny import tiny_export
+    >>> pack_export(tiny_export(), "run1.tar.gz")
     PosixPath('run1.tar.gz')
-    >>> unpack_export("run1.tar.gz", "/data/run1").fiftyone()  # doctest: +SKIP
+    >>> unpack_export("run1.tar.gz", "elsewhere/run1").fiftyone().count()
+    16
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ def pack_export(path: str | Path, archive: str | Path, allow_incomplete: bool = 
     An incomplete export (status "writing") is refused unless ``allow_incomplete``.
 
     Example:
-        >>> pack_export("exports/run1", "/tmp/run1.zip")  # doctest: +SKIP
-        PosixPath('/tmp/run1.zip')
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> pack_export(tiny_export(), "run1.zip")
+        PosixPath('run1.zip')
     """
     kind = archive_format(archive)
     with warnings.catch_warnings():
@@ -120,7 +123,9 @@ def unpack_export(archive: str | Path, dest: str | Path) -> Export:
     ``dest`` must not exist, or be an empty directory.
 
     Example:
-        >>> unpack_export("run1.tar.gz", "elsewhere/run1").manifest["status"]  # doctest: +SKIP
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> archive = pack_export(tiny_export(), "run1.tar.gz")
+        >>> unpack_export(archive, "elsewhere/run1").manifest["status"]
         'complete'
     """
     archive, dest = Path(archive), Path(dest)

@@ -10,7 +10,11 @@ same fields as the table) with ``filter``: inside it ``F("score")`` is the box's
 
 Example:
     >>> from armory_datasets.criteria import parse
-    >>> view = dataset.match(parse("confidence < 0.5").to_fiftyone())  # doctest: +SKIP
+    >>> from armory_datasets.demo.tiny import tiny_export
+    >>> from armory_datasets.store import build_fiftyone_dataset
+    >>> dataset = build_fiftyone_dataset(tiny_export(), overwrite=True)
+    >>> dataset.match(parse("~correct & chain == 'noisy'").to_fiftyone()).count()
+    3
 """
 
 from __future__ import annotations

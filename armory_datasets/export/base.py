@@ -17,10 +17,16 @@ running count per chain (batches must then arrive in order), never upstream's
 ``batch_idx * len(batch) + i``, which is wrong after a short last batch.
 
 Example:
+    >>> import numpy as np
     >>> from armory_datasets.criteria import always
+    >>> from armory_datasets.data import ImageClassificationBatch, Images
     >>> from armory_datasets.export import ImageClassificationExporter
-    >>> with ImageClassificationExporter(criterion=always(), export_dir="out") as e:  # doctest: +SKIP
+    >>> batch = ImageClassificationBatch(Images(np.zeros((2, 1, 4, 4), np.uint8)), [0, 1], np.eye(2))
+    >>> with ImageClassificationExporter(criterion=always(), export_dir="out") as e:
     ...     e.export(0, batch)
+    >>> import armory_datasets
+    >>> armory_datasets.open_export("out").count("correct")
+    2
 """
 
 from __future__ import annotations
@@ -150,8 +156,17 @@ class Exporter:
         """Export the samples of ``batch`` the criterion selects.
 
         Example:
-            >>> with Exporter(export_dir="out") as e:  # doctest: +SKIP
+            >>> import numpy as np
+            >>> from armory_datasets.criteria import first_n_samples
+            >>> from armory_datasets.data import ImageClassificationBatch, Images
+            >>> from armory_datasets.export import ImageClassificationExporter
+            >>> batch = ImageClassificationBatch(Images(np.zeros((3, 1, 4, 4), np.uint8)), [0, 1, 1],
+            ...                                  np.eye(2)[[0, 1, 0]])
+            >>> with ImageClassificationExporter(criterion=first_n_samples(2), export_dir="out") as e:
             ...     e.export(0, batch)
+            >>> import armory_datasets
+            >>> armory_datasets.open_export("out").count()
+            2
         """
         if self.writer is None:
             raise RuntimeError(f"exporter {self.name!r}: export() before setup(); use it as a "

@@ -113,7 +113,21 @@ class SaliencyFields:
         """Global indices of ``positions`` and which of them still need maps (not resumed).
 
         Example:
-            >>> # inside task_fields: indices, todo = self.pending(batch, positions)
+            >>> import tempfile
+            >>> from armory_datasets.criteria import always
+            >>> from armory_datasets.data import ImageClassificationBatch
+            >>> from armory_datasets.export import ImageClassificationExporter
+            >>> from armory_datasets.store import ExportWriter
+            >>> class Mine(SaliencyFields, ImageClassificationExporter):
+            ...     def task_fields(self, batch, positions):
+            ...         indices, todo = self.pending(batch, positions)
+            ...         print(indices.tolist(), todo.tolist())
+            ...         return super().task_fields(batch, positions)
+            >>> e = Mine(criterion=always())
+            >>> e.setup(writer=ExportWriter(tempfile.mkdtemp(), fiftyone=False))
+            >>> images = Images(np.zeros((2, 1, 2, 2), np.uint8))
+            >>> e.export(0, ImageClassificationBatch(images, [0, 1], np.eye(2), global_indices=[5, 7]))
+            [5, 7] [True, True]
         """
         indices = self._batch_indices[positions]
         return indices, ~np.asarray(self.writer.written(batch.chain, indices), dtype=bool)
@@ -124,7 +138,15 @@ class SaliencyFields:
         """Write each map (None: no map, e.g. a resumed sample) and return the field's columns.
 
         Example:
-            >>> # columns = self.store("captum_ig", "benign", indices, maps)
+            >>> import tempfile
+            >>> from armory_datasets.export import ImageClassificationExporter
+            >>> from armory_datasets.store import ExportWriter
+            >>> class Mine(SaliencyFields, ImageClassificationExporter): pass
+            >>> e = Mine(name="mine")
+            >>> e.setup(writer=ExportWriter(tempfile.mkdtemp(), fiftyone=False))
+            >>> columns = e.store("mine_map", "benign", np.array([3, 4]), [np.ones((2, 2)), None])
+            >>> columns["mine_map_max"], columns["mine_map_path"][1]
+            ([1.0, None], None)
         """
         for i, heatmap in zip(indices.tolist(), maps):
             check_finite(field, i, heatmap)

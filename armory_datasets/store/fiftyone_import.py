@@ -29,9 +29,11 @@ serialised per export by a lease in the database (:func:`dataset_lock`), so conc
 rebuilds of one export, from any process or machine, make one dataset.
 
 Example:
-    >>> dataset = build_fiftyone_dataset("exports/run1", overwrite=True)  # doctest: +SKIP
-    >>> dataset.match(parse("correct == false").to_fiftyone()).count()  # doctest: +SKIP
-    12
+    >>> from armory_datasets.criteria import parse
+    >>> from armory_datasets.demo.tiny import tiny_export
+    >>> dataset = build_fiftyone_dataset(tiny_export(), overwrite=True)
+    >>> dataset.match(parse("correct == false").to_fiftyone()).count()
+    3
 """
 
 from __future__ import annotations
@@ -207,8 +209,9 @@ def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, over
     directory owns it (:func:`owned_by`); otherwise FileExistsError, naming its owner.
 
     Example:
-        >>> build_fiftyone_dataset("exports/run1", name="run1-copy").count()  # doctest: +SKIP
-        120
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> build_fiftyone_dataset(tiny_export(), name="tiny-copy", overwrite=True).count()
+        16
     """
     from armory_datasets.database import import_fiftyone
 
