@@ -54,9 +54,10 @@ def mongod_path() -> Path:
     """
     spec = importlib.util.find_spec("fiftyone")
     if spec is None or not spec.submodule_search_locations:
-        raise DatabaseUnavailableError(
-            "fiftyone is not installed: run ./dev setup (or pip install -e .)"
-        )
+        from armory_datasets.extras import MissingExtraError
+
+        raise MissingExtraError("FiftyOne's database needs fiftyone, which is not installed: "
+                                "pip install 'armory-datasets[fiftyone]'", name="fiftyone")
     return Path(next(iter(spec.submodule_search_locations))) / "db" / "bin" / "mongod"
 
 
@@ -100,6 +101,9 @@ def import_fiftyone() -> ModuleType:
     'fiftyone'
     """
     global _connected
+    from armory_datasets.extras import require
+
+    require("fiftyone", "pymongo", extra="fiftyone", feature="FiftyOne datasets")
     ensure_database()
     logging.getLogger("fiftyone.core.odm.database").addFilter(_quiet_mongodb_6_notice)
     import fiftyone as fo

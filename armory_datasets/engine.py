@@ -30,7 +30,10 @@ import numpy as np
 
 from armory_datasets.data import ImageClassificationBatch, ObjectDetectionBatch, to_numpy
 from armory_datasets.evaluation import Chain, Evaluation
+from armory_datasets.extras import require
 from armory_datasets.metrics import Metric, NamedMetric, default_metrics, summarize
+
+require("torch", "tqdm", extra="torch", feature=__name__)  # imported where used
 
 __all__ = ["EvaluationEngine", "EvaluationResult"]
 

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from armory_datasets.extras import require
+
+require("torch", extra="torch", feature=__name__)  # before importing them
+
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -25,6 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from armory_datasets.extras import require
+
+require("torch", extra="torch", feature=__name__)  # before importing them
+
 import torch
 
 from armory_datasets.reading import UnknownColumnError

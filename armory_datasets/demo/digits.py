@@ -18,6 +18,10 @@ import functools
 from typing import NamedTuple
 
 import numpy as np
+from armory_datasets.extras import require
+
+require("torch", "sklearn", extra="torch", feature=__name__)  # before importing them
+
 import torch
 import torch.nn.functional as F
 from torch import nn

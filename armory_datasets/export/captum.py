@@ -33,6 +33,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+from armory_datasets.extras import require
+
+require("torch", "captum", extra="saliency", feature=__name__)  # before importing them
+
 from torch import nn
 
 from armory_datasets.data import ImageClassificationBatch

@@ -39,6 +39,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from armory_datasets.extras import require
+
+require("torch", extra="saliency", feature=__name__)  # before importing them
+
 import torch
 
 from armory_datasets.data import ObjectDetectionBatch, Objects

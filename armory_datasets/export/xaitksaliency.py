@@ -26,6 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+from armory_datasets.extras import require
+
+require("torch", "xaitk_saliency", extra="saliency", feature=__name__)  # before importing them
+
 import torch
 from torch import nn
 

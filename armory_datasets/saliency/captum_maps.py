@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from armory_datasets.extras import require
+
+require("torch", "captum", extra="saliency", feature=__name__)  # before importing them
+
 import torch
 from torch import nn
 

@@ -37,6 +37,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from armory_datasets.extras import require
+
+require("torch", extra="saliency", feature=__name__)  # before importing them
+
 import torch
 import torch.nn.functional as F
 from numpy.typing import ArrayLike

@@ -21,6 +21,10 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+from armory_datasets.extras import require
+
+require("torch", "xaitk_saliency", "smqtk_classifier", extra="saliency", feature=__name__)  # before importing them
+
 import torch
 from smqtk_classifier.interfaces.classify_image import ClassifyImage
 from torch import nn
