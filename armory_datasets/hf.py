@@ -1,0 +1,147 @@
+"""Hugging Face ``datasets`` view of an export: ``to_hf(export, where)`` -> ``datasets.Dataset``.
+
+Every table column is kept, typed from its Arrow type, plus:
+
+- ``image``: an ``Image`` feature (the record's PNG, decoded to PIL on access);
+- ``target``/``prediction`` (classification) as ``ClassLabel`` with the manifest's class
+  names (``"0"``, ``"1"``, ... without them); detection boxes keep their struct with
+  ``label`` a ``ClassLabel``;
+- one column per saliency field (``captum_ig``, ``drise_gt_0``, ...): the float32 map as
+  an ``Array2D`` (nested lists when maps differ in size), null where a record has none.
+
+Needs the ``[hf]`` extra.
+
+Example:
+    >>> from armory_datasets import open_export
+    >>> from armory_datasets.demo.tiny import tiny_export
+    >>> data = to_hf(open_export(tiny_export()), where="~correct")
+    >>> data.features["target"].names, data[0]["image"].size, data[0]["target"]
+    (['cat', 'dog', 'bird'], (8, 8), 1)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from armory_datasets.extras import require
+
+if TYPE_CHECKING:
+    from armory_datasets.reading import Export, Where
+
+__all__ = ["features", "heatmap_fields", "read_heatmap", "to_hf"]
+
+CLASS_COLUMNS = ("target", "prediction")
+OBJECT_COLUMNS = ("ground_truth_objects", "predicted_objects")
+
+
+def heatmap_fields(schema: pa.Schema) -> list[str]:
+    """Saliency fields of a table: ``{field}_path`` columns outside the vocabulary.
+
+    Example:
+        >>> heatmap_fields(pa.schema([("image_path", pa.string()), ("captum_ig_path", pa.string())]))
+        ['captum_ig']
+    """
+    from armory_datasets.schema import VOCABULARY
+
+    names = set(schema.names)
+    return [name[: -len("_path")] for name in schema.names
+            if name.endswith("_path") and name not in VOCABULARY
+            and name[: -len("_path")] not in names]
+
+
+def read_heatmap(path: Any, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """The float32 values of a map file: a float TIFF as stored, or an integer PNG
+    scaled to ``[low, high]`` (0 -> low, the type's maximum -> high).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from armory_datasets.store.media import write_heatmap
+        >>> path = Path(tempfile.mkdtemp()) / "m.tif"
+        >>> write_heatmap(path, np.eye(2))
+        >>> read_heatmap(path).tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    if str(path).lower().endswith((".tif", ".tiff")):
+        import tifffile
+
+        return tifffile.imread(path).astype(np.float32)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        pixels = np.asarray(image)
+    top = np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else 1.0
+    low = 0.0 if low is None else low
+    high = float(top) if high is None else high
+    return (low + (high - low) * pixels.astype(np.float64) / top).astype(np.float32)
+
+
+def features(schema: pa.Schema, class_names: list[str], map_shapes: dict[str, Any]) -> Any:
+    """HF ``Features`` of a table with ``image`` and map columns (module docstring).
+
+    Example:
+        >>> schema = pa.schema([("target", pa.int64()), ("image_path", pa.string())])
+        >>> features(schema, ["cat", "dog"], {})["target"]
+        ClassLabel(names=['cat', 'dog'])
+    """
+    require("datasets", extra="hf", feature="Hugging Face conversion")
+    import datasets
+
+    out = datasets.Features.from_arrow_schema(schema)
+    labels = datasets.ClassLabel(names=class_names)
+    for name in CLASS_COLUMNS:
+        if name in out:
+            out[name] = labels
+    for name in OBJECT_COLUMNS:
+        if name in out:
+            inner = dict(out[name].feature if hasattr(out[name], "feature") else out[name][0])
+            inner["label"] = labels
+            out[name] = datasets.List(inner)
+    if "image_path" in out:
+        out["image"] = datasets.Image()
+    for field, shape in map_shapes.items():
+        out[field] = datasets.Array2D(shape, "float32") if shape is not None else \
+            datasets.List(datasets.List(datasets.Value("float32")))
+    return out
+
+
+def to_hf(export: Export, where: Where = None, heatmaps: bool = True) -> Any:
+    """The records matching ``where`` as a ``datasets.Dataset`` (module docstring).
+
+    Example:
+        >>> from armory_datasets import open_export
+        >>> from armory_datasets.demo.tiny import tiny_detection_export
+        >>> data = to_hf(open_export(tiny_detection_export()), where="chains(['benign'])")
+        >>> data.features["ground_truth_objects"].feature["label"].names
+        ['cat', 'dog', 'bird']
+        >>> [box["label"] for box in data[1]["ground_truth_objects"]]
+        [0, 1]
+    """
+    require("datasets", extra="hf", feature="Hugging Face conversion")
+    import datasets
+
+    from armory_datasets.convert import class_names
+
+    table = export.table(where)
+    root = export.path
+    columns = dict(zip(table.column_names, table.columns))
+    if "image_path" in columns:
+        columns["image"] = pa.array([str(root / p) for p in table.column("image_path").to_pylist()],
+                                    pa.string())
+    map_shapes: dict[str, Any] = {}
+    for field in heatmap_fields(table.schema) if heatmaps else []:
+        lows = columns.get(f"{field}_min", pa.nulls(table.num_rows)).to_pylist()
+        highs = columns.get(f"{field}_max", pa.nulls(table.num_rows)).to_pylist()
+        maps = [None if path is None else read_heatmap(root / path, low, high)
+                for path, low, high in zip(columns[f"{field}_path"].to_pylist(), lows, highs)]
+        shapes = {m.shape for m in maps if m is not None}
+        map_shapes[field] = shapes.pop() if len(shapes) == 1 else None
+        columns[field] = pa.array([None if m is None else m.tolist() for m in maps],
+                                  pa.list_(pa.list_(pa.float32())))
+    wanted = features(table.schema, class_names(export), map_shapes)
+    typed = datasets.table.cast_table_to_features(pa.table(columns), wanted)
+    return datasets.Dataset(datasets.table.InMemoryTable(typed),
+                            info=datasets.DatasetInfo(features=wanted))
