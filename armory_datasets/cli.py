@@ -11,6 +11,9 @@ Example::
     armory-datasets app exports/digits-classification --where "chains(['fgsm'])" --port 5151
     armory-datasets pack exports/digits-classification digits.tar.gz
     armory-datasets unpack digits.tar.gz /data/digits
+    armory-datasets columns exports/digits-classification
+    armory-datasets convert exports/digits-classification --format imagefolder --out digits-folders \\
+        --where "chains(['fgsm']) & ~correct" --split 0.8,0.2
 """
 
 from __future__ import annotations
@@ -138,13 +141,31 @@ def _write(table: Any, fmt: str, output: str | None) -> None:
     if fmt == "json":
         text = json.dumps(table.to_pylist(), default=str, indent=1) + "\n"
     elif fmt == "csv":
-        text = table.to_pandas().to_csv(index=False)
+        text = _json_nested(table).to_pandas().to_csv(index=False)
     else:
         text = table.to_pandas().to_string(index=False, max_colwidth=48) + "\n"
     if output is None:
         sys.stdout.write(text)
     else:
         Path(output).write_text(text)
+
+
+def _json_nested(table: Any) -> Any:
+    """``table`` with list/struct/map columns as JSON text (one JSON value per cell).
+
+    Example:
+        >>> import pyarrow as pa
+        >>> _json_nested(pa.table({"logits": [[1.5, -2.0], None]})).column(0).to_pylist()
+        ['[1.5, -2.0]', None]
+    """
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_nested(field.type):
+            text = [None if v is None else json.dumps(v, default=str)
+                    for v in table.column(i).to_pylist()]
+            table = table.set_column(i, field.name, pa.array(text, pa.string()))
+    return table
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -165,6 +186,74 @@ def cmd_query(args: argparse.Namespace) -> int:
     _write(table, args.format, args.output)
     if args.output is not None:
         print(f"wrote {table.num_rows} records to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _type_text(arrow_type: Any) -> str:
+    """An Arrow type in the notation of schemas/table.v1.json.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> _type_text(pa.list_(pa.struct([("label", pa.int64()), ("score", pa.float64())])))
+        'list<struct<label:int64,score:float64>>'
+    """
+    import pyarrow as pa
+
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return f"list<{_type_text(arrow_type.value_type)}>"
+    if pa.types.is_struct(arrow_type):
+        return "struct<" + ",".join(f"{f.name}:{_type_text(f.type)}" for f in arrow_type) + ">"
+    return {"double": "float64", "float": "float32", "large_string": "string"}.get(
+        str(arrow_type), str(arrow_type))
+
+
+_MAP_STATS = {"path": "file of saliency map {}, relative to the export directory",
+              "min": "minimum of saliency map {}", "max": "maximum of saliency map {}",
+              "mean": "mean of saliency map {}",
+              "in_box": "share of saliency map {}'s above-mean mass inside its box (D-RISE)"}
+
+
+def _dynamic_description(name: str, maps: Sequence[str]) -> str:
+    """What a column outside the vocabulary holds, from its name."""
+    for field in maps:
+        stat = name[len(field) + 1:] if name.startswith(f"{field}_") else None
+        if stat in _MAP_STATS:
+            return _MAP_STATS[stat].format(field).capitalize() + "."
+    return "Dynamic column (manifest): dataset metadata, a named metric or a perturbation parameter."
+
+
+def cmd_columns(args: argparse.Namespace) -> int:
+    """List the export's columns: name, type and description (schemas/table.v1.json)."""
+    from armory_datasets.hf import heatmap_fields
+    from armory_datasets.schema import VOCABULARY
+
+    export = _open(args.path)
+    maps = heatmap_fields(export.schema)
+    rows = [{"name": field.name, "type": _type_text(field.type),
+             "description": VOCABULARY[field.name].description if field.name in VOCABULARY
+             else _dynamic_description(field.name, maps)} for field in export.schema]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    width = max((len(r["name"]) for r in rows), default=0)
+    type_width = min(max((len(r["type"]) for r in rows), default=0), 40)
+    for row in rows:
+        print(f"{row['name']:<{width}}  {row['type']:<{type_width}}  {row['description']}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Write the selected records in a training format (one dataset per chain)."""
+    export = _open(args.path)
+    try:
+        out = export.convert(args.out, args.format, where=args.where, split=args.split,
+                             seed=args.seed)
+    except ValueError as error:
+        if str(error).startswith(("split:", "format")):
+            raise UsageError(f"--{error}") from error
+        raise
+    chains = sorted(p.name for p in out.iterdir())
+    print(f"wrote {args.format} to {out} ({len(chains)} chain(s): {', '.join(chains) or 'none'})")
     return 0
 
 
@@ -214,7 +303,11 @@ def cmd_pack(args: argparse.Namespace) -> int:
     """Write the export into one .tar.gz/.zip archive."""
     from armory_datasets.sharing import pack_export
 
-    archive = pack_export(args.path, args.archive, allow_incomplete=args.allow_incomplete)
+    try:
+        archive = pack_export(args.path, args.archive, allow_incomplete=args.allow_incomplete)
+    except ValueError as error:  # the API's wording names the argument, not the flag
+        raise ValueError(str(error).replace("allow_incomplete=True", "--allow-incomplete")) \
+            from error
     print(f"packed {args.path} into {archive} ({_human(archive.stat().st_size)})")
     return 0
 
@@ -274,6 +367,24 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--limit", type=int, metavar="N", help="at most N records")
     query.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
 
+    columns = command("columns", cmd_columns, "list the columns with types and descriptions")
+    columns.add_argument("path", help="export directory")
+    columns.add_argument("--json", action="store_true", help="print them as JSON")
+
+    from armory_datasets.convert import FORMATS as CONVERT_FORMATS
+
+    convert = command("convert", cmd_convert, "write selected records as COCO, YOLO, ImageFolder or HF",
+                      "Write the records matching --where in a training format, one dataset per "
+                      "chain under OUT/{chain}; class ids from the manifest; --split by sample_index.")
+    convert.add_argument("path", help="export directory")
+    convert.add_argument("--format", choices=list(CONVERT_FORMATS), required=True,
+                         help="coco, yolo (detection), imagefolder (classification), hf (both)")
+    convert.add_argument("--out", required=True, metavar="DIR",
+                         help="new output directory (must not exist, or be empty)")
+    convert.add_argument("--where", metavar="TEXT", help="criteria text (default: every record)")
+    convert.add_argument("--split", metavar="F,F", help="fractions, e.g. 0.8,0.2 (train, val[, test])")
+    convert.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+
     app = command("app", cmd_app, "serve the export in the FiftyOne App (headless)",
                   "Start the FiftyOne App server on the export's dataset (rebuilt from the "
                   "directory if this database lacks it), print its URL and serve until Ctrl-C.")
@@ -306,6 +417,25 @@ def _caret(text: str, position: int) -> str:
     return f"\n  {line}\n  {' ' * position}^"
 
 
+def _hint(error: Exception) -> str:
+    """A hint for the usual slips: Python's ``True``/``False``, ``=`` for ``==``.
+
+    Example:
+        >>> from armory_datasets.criteria import CriteriaSyntaxError
+        >>> _hint(CriteriaSyntaxError("unexpected '='", "correct = false", 8))
+        "; write == to compare (a single '=' is not an operator)"
+    """
+    column = getattr(error, "column", None)
+    if column in ("True", "False"):
+        return f" (booleans are lowercase: write {column.lower()})"
+    text, position = getattr(error, "text", None), getattr(error, "position", None)
+    if isinstance(text, str) and isinstance(position, int) and text[position:position + 1] == "=" \
+            and text[position - 1:position] not in ("=", "<", ">", "!") \
+            and text[position + 1:position + 2] != "=":
+        return "; write == to compare (a single '=' is not an operator)"
+    return ""
+
+
 def _show_warning(message: Any, category: type[Warning], *_: Any, **__: Any) -> None:
     print(f"{PROG}: warning: {message}", file=sys.stderr)
 
@@ -317,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["info", "/nonexistent"])
         1
     """
-    from armory_datasets.reading import CriterionError, IncompleteExportWarning
+    from armory_datasets.reading import CriterionError, IncompleteExportWarning, UnknownColumnError
 
     parser = build_parser()
     try:
@@ -334,12 +464,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.run(args)
         except CriteriaSyntaxError as error:
             print(f"{PROG} {args.command}: error: bad criteria: {error.message} at position "
-                  f"{error.position}{_caret(error.text, error.position)}", file=sys.stderr)
+                  f"{error.position}{_hint(error)}{_caret(error.text, error.position)}",
+                  file=sys.stderr)
             return 2
         except CriterionError as error:
             located = error.text is not None and error.position is not None
             caret = _caret(error.text, error.position) if located else ""
-            print(f"{PROG} {args.command}: error: {error}{caret}", file=sys.stderr)
+            message = str(error)
+            if isinstance(error, UnknownColumnError):  # the hint before the list of columns
+                named = f"unknown column {error.column!r}"
+                message = message.replace(named, named + _hint(error), 1)
+            else:
+                message += _hint(error)
+            print(f"{PROG} {args.command}: error: {message}{caret}", file=sys.stderr)
             return 2
         except UsageError as error:
             print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)

@@ -153,8 +153,12 @@ def _connection_failure(error: BaseException) -> str:
 class PrivateMongod:
     """A throwaway mongod on 127.0.0.1 with a temporary dbpath, for tests and examples.
 
+    ``db.activate()`` points fiftyone (imported after it) at the server, through
+    FIFTYONE_DATABASE_URI / _NAME; the server stops when the ``with`` block ends.
+
     >>> with PrivateMongod() as db:
-    ...     name = db.activate()  # sets FIFTYONE_DATABASE_URI / _NAME for fiftyone
+    ...     db.uri.startswith("mongodb://127.0.0.1:")
+    True
     """
 
     def __init__(self, timeout: float = 30.0, replica_set: str | None = None) -> None:

@@ -386,6 +386,34 @@ class Export:
 
         return ExportTorchDataset(self, where, transform, with_heatmap)
 
+    def to_hf(self, where: Where = None, heatmaps: bool = True) -> Any:
+        """The matching records as a Hugging Face ``datasets.Dataset`` (``Image``,
+        ``ClassLabel``, maps as arrays); see :func:`armory_datasets.hf.to_hf`.
+
+        Example:
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> open_export(tiny_export()).to_hf("~correct").features["target"].names
+            ['cat', 'dog', 'bird']
+        """
+        from armory_datasets.hf import to_hf
+
+        return to_hf(self, self.criterion(where), heatmaps)
+
+    def convert(self, out: str | Path, format: str, where: Where = None,
+                split: str | Sequence[float] | None = None, seed: int = 0) -> Path:
+        """Write the matching records to ``out`` as ``coco``, ``yolo``, ``imagefolder`` or
+        ``hf``, one dataset per chain; see :func:`armory_datasets.convert.convert`.
+
+        Example:
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> out = open_export(tiny_export()).convert("hf-out", "hf", split="0.5,0.5")
+            >>> sorted(p.name for p in (out / "benign").iterdir())
+            ['dataset_dict.json', 'train', 'val']
+        """
+        from armory_datasets.convert import convert
+
+        return convert(self, out, format, self.criterion(where), split, seed)
+
 
 def _name_position(text: str, name: str) -> int | None:
     """Offset of the first token naming ``name`` in criteria text."""

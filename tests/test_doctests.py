@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import armory_datasets
+from armory_datasets.database import NAME_ENV, URI_ENV
 
 MODULES = sorted(info.name for info in pkgutil.walk_packages(
     armory_datasets.__path__, prefix="armory_datasets."))
@@ -45,8 +46,16 @@ def run_doctests(module_name: str, workdir: Path) -> tuple[doctest.TestResults, 
 def test_module_examples_are_true(module_name: str, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # restored after the test
+    database = {name: os.environ.get(name) for name in (URI_ENV, NAME_ENV)}
     results, found, report = run_doctests(module_name, tmp_path)
+    moved = {name for name, value in database.items() if os.environ.get(name) != value}
+    for name, value in database.items():  # later tests and their subprocesses need it
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     assert results.failed == 0, report
+    assert not moved, f"{module_name}: examples re-pointed FiftyOne's database: {sorted(moved)}"
     # Every prompt written in the file is an example the finder saw: a docstring the
     # finder misses (a nested function, a string that is not a docstring) would
     # otherwise never run.
