@@ -127,7 +127,8 @@ def to_hf(export: Export, where: Where = None, heatmaps: bool = True) -> Any:
 
     table = export.table(where)
     root = export.path
-    columns = dict(zip(table.column_names, table.columns))
+    columns = {name: column.combine_chunks()  # arrays: HF cannot cast zero chunks
+               for name, column in zip(table.column_names, table.columns)}
     if "image_path" in columns:
         columns["image"] = pa.array([str(root / p) for p in table.column("image_path").to_pylist()],
                                     pa.string())

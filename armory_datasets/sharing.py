@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from armory_datasets.reading import Export, open_export
+from armory_datasets.store.hf_card import CARD_FILE
 from armory_datasets.store.manifest import MANIFEST_FILE
 from armory_datasets.store.media import TMP_SUFFIX
 
@@ -53,6 +54,8 @@ def archive_format(archive: str | Path) -> str:
 def _members(export: Export) -> Iterator[Path]:
     """The export's own files, relative to its directory (no half-written ``.tmp`` files)."""
     yield Path(MANIFEST_FILE)
+    if (export.path / CARD_FILE).is_file():
+        yield Path(CARD_FILE)
     for part in export.parts:
         yield part.relative_to(export.path)
     media = export.path / "media"

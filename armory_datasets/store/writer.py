@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store import media
 from armory_datasets.store.fiftyone_import import RESERVED_FIELDS
+from armory_datasets.store.hf_card import CARD_FILE, write_dataset_card
 from armory_datasets.store.manifest import (
     MANIFEST_FILE,
     default_dataset_name,
@@ -68,7 +69,7 @@ from armory_datasets.store.parquet_writer import (
 )
 
 TABLE_DIR = "table"
-_OWN_ENTRIES = (MANIFEST_FILE, TABLE_DIR, "media")
+_OWN_ENTRIES = (MANIFEST_FILE, TABLE_DIR, "media", CARD_FILE)
 
 
 @dataclass
@@ -475,6 +476,7 @@ class ExportWriter:
         self._table.close()
         conform_parts(self.export_dir / TABLE_DIR)
         self.manifest["counts"] = count_records(self.export_dir / TABLE_DIR)
+        write_dataset_card(self.export_dir, self.manifest)
         self._write_manifest()
         if self.fiftyone:
             from armory_datasets.store.fiftyone_import import (
