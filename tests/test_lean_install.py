@@ -74,8 +74,8 @@ def lean_venv(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     started = time.monotonic()
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                    "--disable-pip-version-check", "--no-compile", "-c", str(source / "constraints.txt"),
-                    str(source)], check=True, timeout=900)
+                    "--disable-pip-version-check", "--no-compile",
+                    "-c", str(source / "constraints.txt"), str(source)], check=True, timeout=900)
     print(f"lean install: pip install . took {time.monotonic() - started:.1f} s")
     return venv
 
