@@ -93,11 +93,14 @@ def test_a_rewritten_export_rewrites_its_card(tmp_path):
     assert "# again" in (path / "README.md").read_text()
 
 
-def test_table_parquet_reads_with_load_dataset(with_maps, tmp_path):
+def test_table_parquet_is_typed_by_load_dataset(with_maps, tmp_path):
     export, _ = with_maps
     table = datasets.load_dataset("parquet", data_files=str(export.path / "table" / "*.parquet"),
                                   cache_dir=str(tmp_path / "cache"))["train"]
     assert table.num_rows == 6 and set(export.columns) <= set(table.column_names)
+    assert table.features["target"].names == CLASS_NAMES  # from the parts' HF metadata
+    assert table.features["prediction"].names == CLASS_NAMES
+    assert [r["target"] for r in table] == export.table(columns=["target"]).column(0).to_pylist()
 
 
 def test_to_hf_gives_maps_as_arrays_and_images(with_maps):

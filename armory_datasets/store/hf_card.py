@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-__all__ = ["CARD_FILE", "METADATA_FILE", "write_dataset_card"]
+__all__ = ["CARD_FILE", "METADATA_FILE", "hf_label_metadata", "write_dataset_card"]
 
 CARD_FILE = "README.md"
 METADATA_FILE = "media/images/metadata.parquet"
@@ -64,8 +64,14 @@ table = datasets.load_dataset("parquet", data_files={folder} + "/table/*.parquet
 """
 
 
-def _labels(class_names: list[str] | None) -> dict[bytes, bytes]:
-    """Schema metadata typing ``target``/``prediction`` as HF ``ClassLabel``."""
+def hf_label_metadata(class_names: list[str] | None) -> dict[bytes, bytes]:
+    """Parquet schema metadata typing ``target``/``prediction`` as HF ``ClassLabel``
+    (empty without class names); the table parts carry it too.
+
+    Example:
+        >>> hf_label_metadata(None), list(hf_label_metadata(["cat"]))
+        ({}, [b'huggingface'])
+    """
     if not class_names:
         return {}
     label = {"names": list(class_names), "_type": "ClassLabel"}
@@ -99,7 +105,7 @@ def write_dataset_card(export_dir: str | Path, manifest: dict[str, Any]) -> None
                   for p in table.column("image_path").to_pylist()]
     metadata = table.select(names).add_column(0, "file_name", pa.array(file_names, pa.string()))
     metadata = metadata.filter(pc.is_valid(metadata.column("file_name")))
-    metadata = metadata.replace_schema_metadata(_labels(manifest.get("class_names")))
+    metadata = metadata.replace_schema_metadata(hf_label_metadata(manifest.get("class_names")))
     _write_atomic(export_dir / METADATA_FILE, lambda tmp: pq.write_table(metadata, tmp))
     evaluation = manifest.get("evaluation", {})
     card = _CARD.format(name=evaluation.get("name") or export_dir.name,

@@ -201,7 +201,7 @@ class TableWriter:
         if not self._names.issuperset(batch.schema.names):
             new_fields = [f for f in batch.schema if f.name not in self._names]
             self.finish_part()
-            self.schema = pa.schema(list(self.schema) + new_fields, metadata=TABLE_METADATA)
+            self.schema = pa.schema(list(self.schema) + new_fields, metadata=self.schema.metadata)
             self._names.update(f.name for f in new_fields)
             conform_parts(self.table_dir, self.schema)  # finished parts get the new columns now
         if self._writer is None and not self._buffer:
@@ -218,6 +218,17 @@ class TableWriter:
         rows = self._part_rows + self._buffered_rows
         if rows >= self.rows_per_part or time.monotonic() - self._part_started >= self.seconds_per_part:
             self.finish_part()
+
+    def set_metadata(self, metadata: dict[bytes, bytes]) -> None:
+        """Schema metadata of the parts opened from now on, beside the table version
+        (e.g. Hugging Face features: ``store.hf_card.hf_label_metadata``).
+
+        Example:
+            >>> w = TableWriter(Path("/tmp/never-written"), pa.schema([("x", pa.int64())]))
+            >>> w.set_metadata({b"k": b"v"}); sorted(w.schema.metadata)
+            [b'armory_datasets.table', b'k']
+        """
+        self.schema = self.schema.with_metadata({**TABLE_METADATA, **metadata})
 
     def finish_part(self) -> None:
         """Write buffered rows and rename the current part into place."""

@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store import media
 from armory_datasets.store.fiftyone_import import RESERVED_FIELDS
-from armory_datasets.store.hf_card import CARD_FILE, write_dataset_card
+from armory_datasets.store.hf_card import CARD_FILE, hf_label_metadata, write_dataset_card
 from armory_datasets.store.manifest import (
     MANIFEST_FILE,
     default_dataset_name,
@@ -224,6 +224,8 @@ class ExportWriter:
         current = self.manifest["class_names"]
         if current is None:
             self.manifest["class_names"] = names
+            if self._table is not None:
+                self._table.set_metadata(hf_label_metadata(names))
         elif current != names:
             raise ValueError(f"class_names: got {names}; expected {current} (as in earlier batches)")
 
@@ -442,6 +444,7 @@ class ExportWriter:
                            + [pa.field(k, t) for k, t in self._dynamic.items()])
         self._table = TableWriter(self.export_dir / TABLE_DIR, schema, on_part=self._on_part,
                                   **self._table_options)
+        self._table.set_metadata(hf_label_metadata(self.manifest["class_names"]))
         self._write_manifest()
 
     def _on_part(self, _path: Path) -> None:
