@@ -9,9 +9,12 @@ criterion means the same here as on one export. Like ``reading``, this module ne
 imports fiftyone or torch.
 
 Example:
-    >>> runs = open_exports(["exports/resnet", "exports/vit"])  # doctest: +SKIP
-    >>> runs.sql("SELECT export_id, avg(confidence) FROM samples GROUP BY export_id")  # doctest: +SKIP
-    >>> compare_exports("exports/resnet", "exports/vit", chain="fgsm")  # doctest: +SKIP
+    >>> from armory_datasets.demo.tiny import tiny_export
+    >>> runs = open_exports([tiny_export(seed=0), tiny_export(seed=1)])
+    >>> runs.sql("SELECT count(DISTINCT export_id) AS n FROM samples").to_pylist()
+    [{'n': 2}]
+    >>> compare_exports(tiny_export(seed=0), tiny_export(seed=1), chain="noisy").column_names[:4]
+    ['sample_index', 'target', 'record_key_a', 'record_key_b']
 """
 
 from __future__ import annotations
@@ -75,9 +78,10 @@ class ExportSet:
     """Exports read as one table; two directories holding one export id are refused.
 
     Example:
-        >>> runs = ExportSet([open_export("a"), open_export("b")])  # doctest: +SKIP
-        >>> runs.count("~correct")  # doctest: +SKIP
-        41
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> runs = ExportSet([open_export(tiny_export()), open_export(tiny_export(seed=1))])
+        >>> runs.count("~correct")
+        6
     """
 
     def __init__(self, exports: Sequence[Export]) -> None:
@@ -143,8 +147,9 @@ def compare_exports(a: Export | str | Path, b: Export | str | Path, chain: str =
     or the detection metrics, image_path), ordered by sample index.
 
     Example:
-        >>> compare_exports("exports/resnet", "exports/vit", chain="fgsm").num_rows  # doctest: +SKIP
-        12
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> compare_exports(tiny_export(seed=0), tiny_export(seed=1), chain="noisy").num_rows
+        0
     """
     x, y = _as_export(a), _as_export(b)
     chain_b = chain if chain_b is None else chain_b

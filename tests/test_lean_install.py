@@ -43,6 +43,8 @@ for name, call in [
     ("engine", lambda: __import__("armory_datasets.engine")),
     ("captum", lambda: __import__("armory_datasets.export.captum")),
     ("torch_dataset", lambda: export.torch_dataset()),
+    ("to_hf", lambda: export.to_hf()),
+    ("convert", lambda: export.convert("out", "imagefolder")),
 ]:
     try:
         call()
@@ -92,7 +94,8 @@ def test_bare_install_reads_and_queries_an_export(lean_venv, tmp_path):
     assert result["wrong"] == [1, 4, 6]
     assert result["by_chain"] == [{"chain": "benign", "n": 8}, {"chain": "noisy", "n": 8}]
     extras = {"fiftyone": "fiftyone", "perturbations": "torch", "engine": "torch",
-              "captum": "saliency", "torch_dataset": "torch"}
+              "captum": "saliency", "torch_dataset": "torch", "to_hf": "hf",
+              "convert": "fiftyone"}
     for feature, extra in extras.items():
         assert f"pip install 'armory-datasets[{extra}]'" in (result["errors"][feature] or ""), \
             (feature, result["errors"][feature])

@@ -76,7 +76,9 @@ def owned_by(dataset: Any, export_id: str, export_dir: Path) -> bool:
     """Whether ``dataset`` was built from export ``export_id`` in ``export_dir``.
 
     Example:
-        >>> owned_by(fo.load_dataset("run1-..."), "20250101T...", Path("exports/run1"))  # doctest: +SKIP
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> path = tiny_export().resolve()
+        >>> owned_by(export_fiftyone_dataset(path), read_manifest(path)["export_id"], path)
         True
     """
     info = dataset.info or {}
@@ -98,8 +100,11 @@ def own_dataset_name(fo: Any, export_dir: Path, manifest: dict[str, Any]) -> str
     another directory (or export) holds that name; then the copy name of this directory.
 
     Example:
-        >>> own_dataset_name(fo, Path("/data/copy"), read_manifest("/data/copy"))  # doctest: +SKIP
-        'digits-20250101T120000Z-1a2b3c4d-copy-d0b6b2f1'
+        >>> from armory_datasets.database import import_fiftyone
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> path = tiny_export().resolve()
+        >>> own_dataset_name(import_fiftyone(), path, read_manifest(path))  # nobody holds it yet
+        'tiny-...'
     """
     base = manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
     candidates = (base, copy_dataset_name(base, export_dir))
@@ -115,7 +120,13 @@ def delete_owned_datasets(export_dir: str | Path, manifest: dict[str, Any]) -> N
     """Delete the datasets of export ``manifest`` in ``export_dir`` (never another's).
 
     Example:
-        >>> delete_owned_datasets("exports/run1", read_manifest("exports/run1"))  # doctest: +SKIP
+        >>> from armory_datasets.database import import_fiftyone
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> path = tiny_export()
+        >>> name = export_fiftyone_dataset(path).name
+        >>> delete_owned_datasets(path, read_manifest(path))
+        >>> import_fiftyone().dataset_exists(name)
+        False
     """
     from armory_datasets.database import import_fiftyone
 
@@ -137,8 +148,9 @@ def dataset_lock(name: str, lease_s: float = LEASE_S) -> Iterator[None]:
     A holder that dies stops renewing, and its lease is taken over after ``lease_s``.
 
     Example:
-        >>> with dataset_lock("digits-1"):  # doctest: +SKIP
-        ...     pass
+        >>> with dataset_lock("tiny-lock-example"):
+        ...     "built while holding the lease"
+        'built while holding the lease'
     """
     import fiftyone.core.odm as foo
     import pymongo.errors
@@ -181,8 +193,9 @@ def export_fiftyone_dataset(export_dir: str | Path, rebuild: bool = False,
     :func:`dataset_lock`, so concurrent callers build once and the others load it.
 
     Example:
-        >>> export_fiftyone_dataset("exports/run1").count()  # doctest: +SKIP
-        240
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> export_fiftyone_dataset(tiny_export()).count()
+        16
     """
     from armory_datasets.database import import_fiftyone
 
