@@ -97,7 +97,7 @@ def features(schema: pa.Schema, class_names: list[str], map_shapes: dict[str, An
             out[name] = labels
     for name in OBJECT_COLUMNS:
         if name in out:
-            inner = dict(out[name].feature if hasattr(out[name], "feature") else out[name][0])
+            inner = dict(out[name].feature)  # a List of the box struct
             inner["label"] = labels
             out[name] = datasets.List(inner)
     if "image_path" in out:
