@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from PIL import Image
@@ -124,6 +125,8 @@ def test_saliency_path_columns_become_heatmaps(tmp_path):
     with ExportWriter(tmp_path / "e", {"name": "hm"}) as writer:
         heat = np.arange(35, dtype=np.float32).reshape(5, 7)
         path = writer.write_heatmap("ig", "benign", 3, heat)
+        # a {field}_path column is a heatmap only when an exporter declares it
+        writer.register_exporter("saliency", "Manual", None, {}, {"ig_path": pa.string()})
         writer.add("saliency", "benign", 3, {"ig_path": path, "ig_min": 0.0, "ig_max": 34.0},
                    batch=0, position=0, image=np.zeros((5, 7, 3), np.uint8))
     sample = fo.load_dataset(writer.manifest["fiftyone"]["dataset"]).first()

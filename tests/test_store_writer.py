@@ -187,7 +187,7 @@ def test_bad_input_raises_and_writes_nothing(tmp_path):
         w.add_records("a", "benign", [0], {"target": ["cat"]}, batch=0, positions=[0], images=images(1))
     with pytest.raises(ValueError, match=r"images: got float64 array"):
         w.add_records("a", "benign", [0], {}, batch=0, positions=[0], images=np.zeros((1, 2, 2, 3)))
-    with pytest.raises(ValueError, match=r"column 'tags': not usable"):
+    with pytest.raises(ValueError, match=r"column 'tags': got 'tags'; expected a column name"):
         w.add_records("a", "benign", [0], {"tags": ["x"]}, batch=0, positions=[0], images=images(1))
     with pytest.raises(ValueError, match=r"sample_indices: \[3, 3\] repeats"):
         w.add_records("a", "benign", [3, 3], {}, batch=0, positions=[0, 1], images=images(2))

@@ -53,23 +53,19 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from armory_datasets.records.names import RESERVED_FIELDS
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store.manifest import default_dataset_name, read_manifest
 from armory_datasets.store.parquet_writer import part_paths, unified_schema
 
 BY_SAMPLE_VIEW = "by_sample"
 INSERT_BATCH = 2048
-RESERVED_FIELDS = frozenset({
-    "id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type",
-    "ground_truth", "prediction", "predictions", "group",
-})
-"""FiftyOne field names a dynamic column may not take."""
-
 _CLASSIFICATION_LABELS = ("ground_truth", "prediction")
 _DETECTION_LABELS = {"ground_truth_objects": "ground_truth", "predicted_objects": "predictions"}
 _HEATMAP_PREFIX = "media/heatmaps/"
 LOCKS_COLLECTION = "armory_datasets_locks"
 LEASE_S = 60.0
+_KEYS = ("record_key", "chain", "sample_index")  # declared even when no record has them (empty export)
 
 
 def owned_by(dataset: Any, export_id: str, export_dir: Path) -> bool:
@@ -387,7 +383,8 @@ def _declare_fields(fo: Any, dataset: Any, schema: pa.Schema, builder: _Document
         fields[field] = fo.EmbeddedDocumentField(fo.Heatmap)
     for arrow_field in schema:
         path = VOCABULARY.fiftyone_path(arrow_field.name)
-        if "." in path or path == "filepath" or arrow_field.name not in builder.seen:
+        if "." in path or path == "filepath" or (arrow_field.name not in builder.seen
+                                                 and arrow_field.name not in _KEYS):
             continue  # label attributes, built-ins, and columns without a value
         fields[path] = _field(fo, arrow_field.type)
     dataset.add_dynamic_sample_fields(fields=fields)

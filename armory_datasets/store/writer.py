@@ -1,12 +1,14 @@
-"""ExportWriter: merges what exporters hand over into one record per (chain, sample).
+"""ExportWriter: the export directory, its manifest and resuming; it composes the parts.
 
 Exporters call :meth:`ExportWriter.add_records` (columnar, one call per exporter and
-batch) or :meth:`ExportWriter.add` (one record); :meth:`ExportWriter.end_batch` merges
-the batch's contributions (the union of the exporters' selections: each column comes
-from the first exporter that gave it, the ``exporters`` column lists all of them in the
-order they first added to the batch) and
-streams the rows to Parquet; :meth:`ExportWriter.close` finishes the table, builds the
-FiftyOne dataset and marks the manifest complete.
+batch) or :meth:`ExportWriter.add` (one record). The parts, one idea each:
+
+* :mod:`~armory_datasets.store.column_types`: every column's one Arrow type, value checks;
+* :mod:`~armory_datasets.store.media_writer`: PNG images and TIFF heatmaps;
+* :mod:`~armory_datasets.store.merge`: one row per (chain, sample) from several exporters
+  (:meth:`ExportWriter.end_batch`), then streamed to Parquet (``parquet_writer``);
+* :mod:`~armory_datasets.store.finalize`: ``finalize_export(dir)`` at :meth:`close`:
+  conforms parts, counts, builds FiftyOne, marks the manifest complete.
 
 Re-running into a directory:
 
@@ -35,21 +37,22 @@ Example:
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from armory_datasets.records.names import check_name
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store import media
-from armory_datasets.store.fiftyone_import import RESERVED_FIELDS
-from armory_datasets.store.hf_card import CARD_FILE, hf_label_metadata, write_dataset_card
+from armory_datasets.store.column_types import ColumnTypes, check_record_size
+from armory_datasets.store.finalize import TABLE_DIR, finalize_export
+from armory_datasets.store.hf_card import CARD_FILE, hf_label_metadata
 from armory_datasets.store.manifest import (
     MANIFEST_FILE,
     default_dataset_name,
@@ -59,29 +62,14 @@ from armory_datasets.store.manifest import (
     read_manifest,
     write_manifest,
 )
-from armory_datasets.store.parquet_writer import (
-    TableWriter,
-    conform_parts,
-    count_records,
-    part_paths,
-    read_keys,
-    unified_schema,
-)
+from armory_datasets.store.media_writer import MediaWriter
+from armory_datasets.store.merge import Contribution, merge
+from armory_datasets.store.parquet_writer import TableWriter, part_paths, read_keys, unified_schema
 
-TABLE_DIR = "table"
 _OWN_ENTRIES = (MANIFEST_FILE, TABLE_DIR, "media", CARD_FILE)
-
-
-@dataclass
-class _Contribution:
-    """What one exporter handed over for some records of the current batch."""
-
-    exporter: str
-    chain: str
-    sample_indices: np.ndarray
-    batch: int
-    positions: np.ndarray
-    columns: dict[str, pa.Array]
+MAX_EVALUATION_INFO_BYTES = 1 << 20
+"""The evaluation's name, description and author go to the manifest and the FiftyOne
+dataset's info (one MongoDB document): 1 MiB in all."""
 
 
 class ExportWriter:
@@ -117,9 +105,11 @@ class ExportWriter:
         self.export_dir = Path(export_dir)
         evaluation = dict(evaluation_info or {})
         evaluation.setdefault("name", self.export_dir.name)
-        if not isinstance(evaluation["name"], str) or not evaluation["name"]:
-            raise ValueError(f"evaluation_info['name']: got {evaluation['name']!r}; "
-                             f"expected a non-empty string")
+        check_name(evaluation["name"], "evaluation_info['name']")
+        size = len(json.dumps(json_ready(evaluation)).encode("utf-8"))
+        if size > MAX_EVALUATION_INFO_BYTES:
+            raise ValueError(f"evaluation_info: {size} bytes; expected at most "
+                             f"{MAX_EVALUATION_INFO_BYTES} (it is stored in the FiftyOne dataset)")
         self.fiftyone = fiftyone
         self.png_compress_level = png_compress_level
         self._table_options = dict(rows_per_group=rows_per_group, rows_per_part=rows_per_part,
@@ -159,17 +149,15 @@ class ExportWriter:
             (self.manifest["fiftyone"]["dataset"] or default_dataset_name(self.manifest))
             if fiftyone else None)
         self.export_id: str = self.manifest["export_id"]
-        self._dynamic: dict[str, pa.DataType] = {}
-        self._types = {c.name: c.arrow_type for c in VOCABULARY.columns.values()}
+        self.types = ColumnTypes()
         self._resumed_keys: dict[str, set[int]] = {}
         if self.resuming:
             schema = unified_schema(self.export_dir / TABLE_DIR)
-            self._dynamic = {f.name: f.type for f in schema or [] if f.name not in VOCABULARY}
-            self._types.update(self._dynamic)
+            self.types = ColumnTypes({f.name: f.type for f in schema or [] if f.name not in VOCABULARY})
             self._resumed_keys = read_keys(self.export_dir / TABLE_DIR)
+        self.media = MediaWriter(self.export_dir, self._materialize, png_compress_level)
         self._written_keys: dict[str, set[int]] = {}
-        self._pending: list[_Contribution] = []
-        self._imaged: set[tuple[str, int]] = set()
+        self._pending: list[Contribution] = []
         self._exporter_names: set[str] = set()
         self._table: TableWriter | None = None
         self._closed = False
@@ -195,6 +183,7 @@ class ExportWriter:
             >>> w.register_exporter("a", "T", None, {}), w.register_exporter("a", "T", None, {})
             ('a', 'a_2')
         """
+        check_name(name, "exporter name")
         unique, k = name, 1
         while unique in self._exporter_names:
             k += 1
@@ -207,7 +196,7 @@ class ExportWriter:
                 f"{self.export_dir}: resuming export {self.export_id}, whose exporter {unique!r} "
                 f"was {previous}; now {entry}. Pass overwrite=True to start again")
         for column, arrow_type in (columns or {}).items():
-            self._declare(column, arrow_type)
+            self.types.declare(column, arrow_type)
         self._exporter_names.add(unique)
         self.manifest["exporters"].append(entry)
         return unique
@@ -220,7 +209,7 @@ class ExportWriter:
         """
         if class_names is None:
             return
-        names = [str(c) for c in class_names]
+        names = [check_name(str(c), f"class_names[{i}]", kind="label") for i, c in enumerate(class_names)]
         current = self.manifest["class_names"]
         if current is None:
             self.manifest["class_names"] = names
@@ -228,16 +217,6 @@ class ExportWriter:
                 self._table.set_metadata(hf_label_metadata(names))
         elif current != names:
             raise ValueError(f"class_names: got {names}; expected {current} (as in earlier batches)")
-
-    def _declare(self, column: str, arrow_type: pa.DataType) -> None:
-        known = self._types.get(column)
-        if known is not None and not known.equals(arrow_type):
-            raise ValueError(f"column {column!r}: declared as {arrow_type}; it is {known} in "
-                             f"this export")
-        if column not in VOCABULARY:
-            _check_dynamic_name(column)
-            format_arrow_type(arrow_type)  # a type the manifest can name
-            self._dynamic[column] = self._types[column] = arrow_type
 
     # ------------------------------------------------------------------ adding
 
@@ -302,8 +281,7 @@ class ExportWriter:
         """
         if self._closed:
             raise ValueError("writer: already closed")
-        if not isinstance(chain, str) or not chain or "/" in chain:
-            raise ValueError(f"chain: got {chain!r}; expected a non-empty name without '/'")
+        check_name(chain, "chain")
         indices = np.asarray(sample_indices, dtype=np.int64).reshape(-1)
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         n = len(indices)
@@ -320,15 +298,21 @@ class ExportWriter:
                              f"expected ({n}, H, W, C) uint8 with C in 1, 3, 4")
         self._check_new(chain, indices, batch)
         done = self.written(chain, indices) if self._resumed_keys.get(chain) else None
-        columns = {}
+        columns, learned = {}, {}
         for column, values in fields.items():
-            array = self._to_arrow(column, values, n)
+            array, new_type = self.types.typed(column, values, n)
             if array is not None:
                 columns[column] = array
+            if new_type is not None:
+                learned[column] = new_type
         for column, value in (constants or {}).items():
-            array = self._to_arrow(column, [value], 1)
+            array, new_type = self.types.typed(column, [value], 1)
             if array is not None:
                 columns[column] = array.take(np.zeros(n, dtype=np.int64))
+            if new_type is not None:
+                learned[column] = new_type
+        check_record_size(columns, n, where=f"record of chain {chain!r}")
+        self.types.learn(learned)
         if done is not None and done.any():
             kept = np.flatnonzero(~done)
             indices, positions = indices[kept], positions[kept]
@@ -337,8 +321,8 @@ class ExportWriter:
         if not len(indices):
             return
         if images is not None:
-            columns.update(self._write_images(chain, indices, images))
-        self._pending.append(_Contribution(exporter_name, chain, indices, int(batch), positions, columns))
+            columns.update(self.media.write_images(chain, indices, images))
+        self._pending.append(Contribution(exporter_name, chain, indices, int(batch), positions, columns))
 
     def write_heatmap(self, field: str, chain: str, sample_index: int, heatmap: np.ndarray) -> str:
         """Write a record's float32 TIFF heatmap; return its path for the ``{field}_path`` column.
@@ -349,10 +333,7 @@ class ExportWriter:
             >>> w.write_heatmap("captum", "benign", 0, np.zeros((2, 2)))
             'media/heatmaps/captum/benign/00000000.tif'
         """
-        relpath = media.heatmap_relpath(field, chain, int(sample_index))
-        self._materialize()
-        media.write_heatmap(self.export_dir / relpath, heatmap)
-        return relpath
+        return self.media.write_heatmap(field, chain, sample_index, heatmap)
 
     def _check_new(self, chain: str, indices: np.ndarray, batch: int) -> None:
         written = self._written_keys.get(chain)
@@ -363,39 +344,6 @@ class ExportWriter:
                         f"sample_index {index} of chain {chain!r} (batch {batch}) was already "
                         f"written in an earlier batch; expected unique global indices per chain")
 
-    def _write_images(self, chain: str, indices: np.ndarray, images: np.ndarray) -> dict[str, pa.Array]:
-        paths = [media.image_relpath(chain, i) for i in indices.tolist()]
-        for relpath, index, image in zip(paths, indices.tolist(), images):
-            if (chain, index) not in self._imaged:
-                self._materialize()
-                media.write_png(self.export_dir / relpath, image, self.png_compress_level)
-                self._imaged.add((chain, index))
-        n = len(indices)
-        return {
-            "image_path": pa.array(paths, pa.string()),
-            "width": pa.array(np.full(n, images.shape[2], dtype=np.int32)),
-            "height": pa.array(np.full(n, images.shape[1], dtype=np.int32)),
-        }
-
-    def _to_arrow(self, column: str, values: Any, n: int) -> pa.Array | None:
-        """Arrow array of a column's values, typed as the export types it (or inferred)."""
-        arrow_type = self._types.get(column)
-        try:
-            array = _arrow_array(values, arrow_type)
-        except (pa.ArrowException, TypeError, ValueError) as error:
-            expected = format_arrow_type(arrow_type) if arrow_type is not None else "one type"
-            raise ValueError(f"column {column!r}: {error}; expected values of type {expected}") from None
-        if len(array) != n:
-            raise ValueError(f"column {column!r}: got {len(array)} values; expected {n} (one per record)")
-        if arrow_type is None:
-            _check_dynamic_name(column)
-            if pa.types.is_null(array.type):
-                return None  # all null so far: the column starts when a value arrives
-            normalised = _normalise_type(array.type, column)
-            array = array.cast(normalised)
-            self._dynamic[column] = self._types[column] = normalised
-        return array
-
     # ------------------------------------------------------------------ batches
 
     def end_batch(self) -> None:
@@ -405,10 +353,10 @@ class ExportWriter:
             >>> ExportWriter("/tmp/never-written", {"name": "x"}).end_batch()
         """
         pending, self._pending = self._pending, []
-        self._imaged.clear()
+        self.media.end_batch()
         if not pending:
             return
-        rows = _merge(pending, self.export_id)
+        rows = merge(pending, self.export_id)
         paths = rows.column("image_path") if "image_path" in rows.schema.names else None
         if paths is None or paths.null_count:
             first = 0 if paths is None else paths.is_null().index(True).as_py()
@@ -441,7 +389,7 @@ class ExportWriter:
             for entry in (TABLE_DIR, "media"):
                 media.remove_tmp_files(self.export_dir / entry)
         schema = pa.schema(list(VOCABULARY.arrow_schema())
-                           + [pa.field(k, t) for k, t in self._dynamic.items()])
+                           + [pa.field(k, t) for k, t in self.types.dynamic.items()])
         self._table = TableWriter(self.export_dir / TABLE_DIR, schema, on_part=self._on_part,
                                   **self._table_options)
         self._table.set_metadata(hf_label_metadata(self.manifest["class_names"]))
@@ -477,23 +425,8 @@ class ExportWriter:
         self._materialize()
         self._closed = True
         self._table.close()
-        conform_parts(self.export_dir / TABLE_DIR)
-        self.manifest["counts"] = count_records(self.export_dir / TABLE_DIR)
-        write_dataset_card(self.export_dir, self.manifest)
         self._write_manifest()
-        if self.fiftyone:
-            from armory_datasets.store.fiftyone_import import (
-                delete_owned_datasets,
-                export_fiftyone_dataset,
-            )
-
-            dataset = export_fiftyone_dataset(self.export_dir, rebuild=True)
-            self._dataset_name = dataset.name  # a copy's own name when another directory has the manifest's
-            self.manifest["fiftyone"]["saved_views"] = list(dataset.list_saved_views())
-            if self._old_export is not None and self._old_export["fiftyone"]["dataset"]:
-                delete_owned_datasets(self.export_dir, self._old_export)  # never another copy's
-        self.manifest["status"] = "complete"
-        self._write_manifest()
+        self.manifest, self._dataset_name = finalize_export(self.export_dir, old_export=self._old_export)
         return self._dataset_name
 
     def abort(self) -> None:
@@ -523,123 +456,3 @@ class ExportWriter:
             self.close()
         else:
             self.abort()
-
-
-def _check_dynamic_name(column: str) -> None:
-    if (not isinstance(column, str) or not column or "." in column or column[0] in "_$"
-            or column in RESERVED_FIELDS):
-        raise ValueError(f"column {column!r}: not usable as a column name; expected a name "
-                         f"without '.', not starting with '_' or '$', and not one of "
-                         f"{sorted(RESERVED_FIELDS)} (FiftyOne's own fields)")
-
-
-def _arrow_array(values: Any, arrow_type: pa.DataType | None) -> pa.Array:
-    """pyarrow's conversion, with fast paths for numpy arrays (a 2-D array is a list column)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if isinstance(values, pa.Array):
-        return values if arrow_type is None else values.cast(arrow_type)
-    if isinstance(values, np.ndarray) and values.dtype != object:
-        if values.ndim == 1:
-            return pa.array(values, type=arrow_type, from_pandas=True)  # NaN -> null
-        if values.ndim == 2 and values.shape[1] and (arrow_type is None or pa.types.is_list(arrow_type)):
-            flat = pa.array(values.reshape(-1), type=None if arrow_type is None else arrow_type.value_type)
-            offsets = np.arange(0, values.size + 1, values.shape[1], dtype=np.int32)
-            return pa.ListArray.from_arrays(pa.array(offsets), flat)
-    try:
-        return pa.array(values if isinstance(values, (list, tuple)) else list(values), type=arrow_type)
-    except (pa.ArrowException, TypeError, ValueError):
-        return pa.array([_plain(v) for v in values], type=arrow_type)
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays as Python values pyarrow converts without surprises."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def _normalise_type(arrow_type: pa.DataType, column: str) -> pa.DataType:
-    """The type a dynamic column gets: 64-bit ints and floats, so batches agree."""
-    t = arrow_type
-    if pa.types.is_boolean(t) or pa.types.is_string(t):
-        return t
-    if pa.types.is_large_string(t):
-        return pa.string()
-    if pa.types.is_integer(t):
-        return pa.int64()
-    if pa.types.is_floating(t):
-        return pa.float64()
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        return pa.list_(_normalise_type(t.value_type, column))
-    if pa.types.is_struct(t):
-        return pa.struct([pa.field(f.name, _normalise_type(f.type, column)) for f in t])
-    raise ValueError(f"column {column!r}: values of Arrow type {t}; expected bools, integers, "
-                     f"floats, strings, or lists/dicts of them")
-
-
-def _merge(pending: list[_Contribution], export_id: str) -> pa.RecordBatch:
-    """One row per (chain, sample_index) of the batch; the first contribution of a column wins.
-
-    Vectorised: rows are the unique (chain, sample_index) keys, each contribution's rows
-    are located with numpy, and each column is gathered with one Arrow ``take``.
-    """
-    if len(pending) == 1:
-        return _single(pending[0], export_id)
-    chains = list(dict.fromkeys(c.chain for c in pending))
-    code = {chain: k for k, chain in enumerate(chains)}
-    keys = np.concatenate([c.sample_indices * len(chains) + code[c.chain] for c in pending])
-    unique, rows = np.unique(keys, return_inverse=True)
-    n = len(unique)
-    bounds = np.cumsum([0] + [len(c.sample_indices) for c in pending])
-    rows_of = [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    first = np.full(n, -1, dtype=np.int64)  # first contribution row giving each record
-    for rows_c, a in zip(reversed(rows_of), reversed(bounds[:-1])):
-        first[rows_c] = a + np.arange(len(rows_c))
-    sample_index = unique // len(chains)
-    chain = pa.array(chains, pa.string()).take(pa.array(unique % len(chains)))
-    names = list(dict.fromkeys(c.exporter for c in pending))
-    chose = np.zeros((n, len(names)), dtype=bool)
-    for c, rows_c in zip(pending, rows_of):
-        chose[rows_c, names.index(c.exporter)] = True
-    offsets = np.concatenate([[0], np.cumsum(chose.sum(axis=1))]).astype(np.int32)
-    exporter_values = pa.array(names, pa.string()).take(pa.array(np.nonzero(chose)[1]))
-    columns: dict[str, pa.Array] = {
-        "export_id": pa.repeat(export_id, n),
-        "record_key": pc.binary_join_element_wise(chain, pc.cast(pa.array(sample_index), pa.string()), "/"),
-        "chain": chain,
-        "batch": pa.array(np.concatenate([np.full(len(c.sample_indices), c.batch) for c in pending])[first]),
-        "position": pa.array(np.concatenate([c.positions for c in pending])[first]),
-        "sample_index": pa.array(sample_index),
-        "exporters": pa.ListArray.from_arrays(pa.array(offsets), exporter_values),
-    }
-    for name in dict.fromkeys(name for c in pending for name in c.columns):  # gather, first wins
-        given = [(c.columns[name], rows_c) for c, rows_c in zip(pending, rows_of) if name in c.columns]
-        take = np.full(n, -1, dtype=np.int64)
-        offset_of = np.cumsum([0] + [len(array) for array, _ in given])
-        for (array, rows_c), offset in zip(reversed(given), reversed(offset_of[:-1])):
-            take[rows_c] = offset + np.arange(len(array))
-        source = pa.concat_arrays([array for array, _ in given])
-        columns[name] = source.take(pa.array(take, mask=take < 0))
-    return pa.RecordBatch.from_pydict(columns)
-
-
-def _single(c: _Contribution, export_id: str) -> pa.RecordBatch:
-    """The rows of a batch only one exporter contributed to (the common case)."""
-    n = len(c.sample_indices)
-    chain = pa.repeat(c.chain, n)
-    sample_index = pa.array(c.sample_indices)
-    columns = {
-        "export_id": pa.repeat(export_id, n),
-        "record_key": pc.binary_join_element_wise(chain, pc.cast(sample_index, pa.string()), "/"),
-        "chain": chain,
-        "batch": pa.array(np.full(n, c.batch, dtype=np.int64)),
-        "position": pa.array(c.positions),
-        "sample_index": sample_index,
-        "exporters": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)),
-                                              pa.repeat(c.exporter, n)),
-        **c.columns,
-    }
-    return pa.RecordBatch.from_pydict(columns)
