@@ -8,6 +8,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -69,3 +72,57 @@ def nms(boxes: ArrayLike, scores: ArrayLike, iou_threshold: float) -> np.ndarray
         keep.append(i)
         suppressed |= iou[i] > iou_threshold
     return np.asarray(keep, dtype=np.int64)
+
+
+def match_objects(predictions: Objects, targets: Objects, iou_threshold: float = 0.5) -> np.ndarray:
+    """IoUs (M,) of greedy same-label matches; predictions taken by decreasing score.
+
+    Each prediction takes the unmatched ground-truth box of its label with the highest
+    IoU, if that IoU is >= ``iou_threshold``; ties keep the earlier box.
+
+    Example:
+        >>> from armory_datasets.data import Objects
+        >>> p = Objects([[0, 0, 2, 2], [0, 0, 2, 2]], [0, 0], [0.6, 0.9])
+        >>> match_objects(p, Objects([[0, 0, 2, 2]], [0])).tolist()
+        [1.0]
+    """
+    if len(predictions) == 0 or len(targets) == 0:
+        return np.zeros(0, dtype=np.float64)
+    iou = box_iou(predictions.boxes, targets.boxes)
+    iou[predictions.labels[:, None] != targets.labels[None, :]] = -1.0
+    scores = predictions.scores if predictions.scores is not None else np.zeros(len(predictions))
+    taken = np.zeros(len(targets), dtype=bool)
+    matched = []
+    for i in np.argsort(-scores, kind="stable"):
+        candidates = np.where(taken, -1.0, iou[i])
+        j = int(np.argmax(candidates))
+        if candidates[j] >= iou_threshold:
+            taken[j] = True
+            matched.append(candidates[j])
+    return np.asarray(matched, dtype=np.float64)
+
+
+def match_scores(predictions: Sequence[Any], targets: Sequence[Any], score_threshold: float = 0.5,
+                 iou_threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """Per image: ``num_predictions`` (score >= threshold), ``mean_iou``, ``precision``, ``recall``.
+
+    Undefined values (no match, no prediction, no target) are NaN.
+
+    Example:
+        >>> from armory_datasets.data import Objects
+        >>> s = match_scores([Objects([[0, 0, 2, 2]], [0], [0.4])], [Objects([[0, 0, 2, 2]], [0])], 0.3)
+        >>> s["precision"].tolist(), s["recall"].tolist()
+        ([1.0], [1.0])
+    """
+    counts, mean_iou, precision, recall = [], [], [], []
+    for prediction, target in zip(predictions, targets):
+        prediction = prediction.above(score_threshold)
+        ious = match_objects(prediction, target, iou_threshold)
+        counts.append(len(prediction))
+        mean_iou.append(float(ious.mean()) if ious.size else np.nan)
+        precision.append(ious.size / len(prediction) if len(prediction) else np.nan)
+        recall.append(ious.size / len(target) if len(target) else np.nan)
+    return {"num_predictions": np.asarray(counts, dtype=np.int64),
+            "mean_iou": np.asarray(mean_iou, dtype=np.float64),
+            "precision": np.asarray(precision, dtype=np.float64),
+            "recall": np.asarray(recall, dtype=np.float64)}

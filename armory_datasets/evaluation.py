@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from armory_datasets.data import Images, ImageClassificationBatch, ObjectDetectionBatch
 from armory_datasets.metrics import Metric
+from armory_datasets.records.names import check_name
 
 __all__ = [
     "Perturbation",
@@ -160,8 +161,7 @@ class Chain:
     perturbations: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or "/" in self.name:
-            raise ValueError(f"chain: got {self.name!r}; expected a non-empty name without '/'")
+        check_name(self.name, "chain")
         self.use_perturbations(self.perturbations)
 
     def use_perturbations(self, perturbations: Iterable[Any]) -> None:

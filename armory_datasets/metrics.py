@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from armory_datasets.boxes import box_iou
+from armory_datasets.boxes import match_objects, match_scores
 from armory_datasets.data import ImageClassificationBatch, ObjectDetectionBatch, Objects, to_numpy
 
 __all__ = [
@@ -164,35 +164,9 @@ class NumPredictions(Metric):
         return np.array([len(p.above(self.score_threshold)) for p in b.predictions], dtype=np.int64)
 
 
-def match_objects(predictions: Objects, targets: Objects, iou_threshold: float = 0.5) -> np.ndarray:
-    """IoUs (M,) of greedy same-label matches; predictions taken by decreasing score.
-
-    Each prediction takes the unmatched ground-truth box of its label with the highest
-    IoU, if that IoU is >= ``iou_threshold``; ties keep the earlier box.
-
-    Example:
-        >>> p = Objects([[0, 0, 2, 2], [0, 0, 2, 2]], [0, 0], [0.6, 0.9])
-        >>> match_objects(p, Objects([[0, 0, 2, 2]], [0])).tolist()
-        [1.0]
-    """
-    if len(predictions) == 0 or len(targets) == 0:
-        return np.zeros(0, dtype=np.float64)
-    iou = box_iou(predictions.boxes, targets.boxes)
-    iou[predictions.labels[:, None] != targets.labels[None, :]] = -1.0
-    scores = predictions.scores if predictions.scores is not None else np.zeros(len(predictions))
-    taken = np.zeros(len(targets), dtype=bool)
-    matched = []
-    for i in np.argsort(-scores, kind="stable"):
-        candidates = np.where(taken, -1.0, iou[i])
-        j = int(np.argmax(candidates))
-        if candidates[j] >= iou_threshold:
-            taken[j] = True
-            matched.append(candidates[j])
-    return np.asarray(matched, dtype=np.float64)
-
-
 class _MatchMetric(Metric):
-    """Per-image value from greedy matches of predictions above a score threshold."""
+    """Per-image value from greedy matches of predictions above a score threshold
+    (``armory_datasets.boxes.match_scores``, shared with the batches' own columns)."""
 
     def __init__(self, iou_threshold: float = 0.5, score_threshold: float = 0.5) -> None:
         self.iou_threshold = iou_threshold
@@ -200,23 +174,16 @@ class _MatchMetric(Metric):
 
     def compute(self, batch: Any) -> np.ndarray:
         b = _detection(batch, self.name)
-        values = []
-        for prediction, target in zip(b.predictions, b.targets):
-            prediction = prediction.above(self.score_threshold)
-            values.append(self.value(match_objects(prediction, target, self.iou_threshold),
-                                     len(prediction), len(target)))
-        return np.asarray(values, dtype=np.float64)
+        return match_scores(b.predictions, b.targets, self.score_threshold, self.iou_threshold)[self.name]
 
-    def value(self, ious: np.ndarray, num_predictions: int, num_targets: int) -> float:
-        raise NotImplementedError
 
 
 class MeanIoU(_MatchMetric):
     """Mean IoU of matched pairs per image; NaN when nothing matched.
 
     Example:
-        >>> MeanIoU().value(np.array([0.5, 1.0]), 3, 2)
-        0.75
+        >>> MeanIoU(score_threshold=0.3).score_threshold
+        0.3
     """
 
     name = "mean_iou"
@@ -224,36 +191,30 @@ class MeanIoU(_MatchMetric):
     def aggregate(self, values: np.ndarray) -> dict[str, float | None]:
         return {"mean_iou": super().aggregate(values)["mean_mean_iou"]}
 
-    def value(self, ious: np.ndarray, num_predictions: int, num_targets: int) -> float:
-        return float(ious.mean()) if ious.size else float("nan")
 
 
 class Precision(_MatchMetric):
     """Matched predictions / predictions per image; NaN without predictions.
 
     Example:
-        >>> Precision().value(np.array([0.9]), 4, 1)
-        0.25
+        >>> Precision().name
+        'precision'
     """
 
     name = "precision"
 
-    def value(self, ious: np.ndarray, num_predictions: int, num_targets: int) -> float:
-        return ious.size / num_predictions if num_predictions else float("nan")
 
 
 class Recall(_MatchMetric):
     """Matched ground-truth boxes / ground-truth boxes per image; NaN without targets.
 
     Example:
-        >>> Recall().value(np.array([0.9]), 4, 2)
-        0.5
+        >>> Recall().name
+        'recall'
     """
 
     name = "recall"
 
-    def value(self, ious: np.ndarray, num_predictions: int, num_targets: int) -> float:
-        return ious.size / num_targets if num_targets else float("nan")
 
 
 class NamedMetric(Metric):

@@ -9,15 +9,19 @@ compared as the selected positions.
 
 from unittest.mock import MagicMock
 
+import numpy as np
 import pytest
 import torch
 
 import armory_datasets.export.criteria as criteria
 
 
-def sized_batch(size: int) -> MagicMock:
+def sized_batch(size: int, batch_idx: int = 0) -> MagicMock:
+    """Upstream's mock batch, with the global indices its tables imply (full batches):
+    ours never guesses them from ``batch_idx * len(batch)``, wrong after a short batch."""
     batch = MagicMock()
     batch.__len__ = MagicMock(return_value=size)
+    batch.global_indices = np.arange(batch_idx * size, (batch_idx + 1) * size)
     return batch
 
 
@@ -60,7 +64,7 @@ def test_first_n_batches(n, batch_idx, expected):
      (1, 1, 2, [0, 1]), (2, 0, 2, [1]), (2, 1, 2, [1]), (2, 0, 4, [1, 3]), (2, 1, 4, [1, 3])],
 )
 def test_every_n_samples(n, batch_idx, batch_size, expected):
-    assert criteria.every_n_samples(n)("", batch_idx, sized_batch(batch_size)) == expected
+    assert criteria.every_n_samples(n)("", batch_idx, sized_batch(batch_size, batch_idx)) == expected
 
 
 @pytest.mark.parametrize(
@@ -69,7 +73,7 @@ def test_every_n_samples(n, batch_idx, batch_size, expected):
      (1, 1, 2, [0, 1]), (2, 0, 2, [1]), (2, 1, 2, [1]), (3, 0, 4, [2]), (3, 1, 4, [2])],
 )
 def test_every_n_samples_of_batch(n, batch_idx, batch_size, expected):
-    result = criteria.every_n_samples_of_batch(n)("", batch_idx, sized_batch(batch_size))
+    result = criteria.every_n_samples_of_batch(n)("", batch_idx, sized_batch(batch_size, batch_idx))
     assert result == expected
 
 
@@ -79,7 +83,7 @@ def test_every_n_samples_of_batch(n, batch_idx, batch_size, expected):
      (2, 0, 2, [0, 1]), (2, 1, 2, False), (2, 0, 4, [0, 1]), (2, 1, 4, False)],
 )
 def test_first_n_samples(n, batch_idx, batch_size, expected):
-    assert criteria.first_n_samples(n)("", batch_idx, sized_batch(batch_size)) == expected
+    assert criteria.first_n_samples(n)("", batch_idx, sized_batch(batch_size, batch_idx)) == expected
 
 
 @pytest.mark.parametrize(
@@ -88,7 +92,7 @@ def test_first_n_samples(n, batch_idx, batch_size, expected):
      (2, 0, 2, [0, 1]), (2, 1, 2, [0, 1]), (2, 0, 4, [0, 1]), (2, 1, 4, [0, 1])],
 )
 def test_first_n_samples_of_batch(n, batch_idx, batch_size, expected):
-    result = criteria.first_n_samples_of_batch(n)("", batch_idx, sized_batch(batch_size))
+    result = criteria.first_n_samples_of_batch(n)("", batch_idx, sized_batch(batch_size, batch_idx))
     assert result == expected
 
 
@@ -108,7 +112,7 @@ def test_chains(names, chain_name, expected):
      ([3], 0, 2, []), ([3], 1, 2, [1])],
 )
 def test_samples(indices, batch_idx, batch_size, expected):
-    assert criteria.samples(indices)("", batch_idx, sized_batch(batch_size)) == expected
+    assert criteria.samples(indices)("", batch_idx, sized_batch(batch_size, batch_idx)) == expected
 
 
 @pytest.mark.parametrize(
@@ -121,7 +125,7 @@ def test_all_satisfied(n_batch, n_sample, batch_idx, batch_size, expected):
     criterion = criteria.all_satisfied(
         criteria.every_n_batches(n_batch), criteria.every_n_samples_of_batch(n_sample)
     )
-    result = criterion("", batch_idx, sized_batch(batch_size))
+    result = criterion("", batch_idx, sized_batch(batch_size, batch_idx))
     assert selected(result, batch_size) == set(expected)
 
 
@@ -138,7 +142,7 @@ def test_any_satisfied(n_batch, n_sample, batch_idx, batch_size, expected):
     criterion = criteria.any_satisfied(
         criteria.every_n_batches(n_batch), criteria.every_n_samples(n_sample)
     )
-    result = criterion("", batch_idx, sized_batch(batch_size))
+    result = criterion("", batch_idx, sized_batch(batch_size, batch_idx))
     assert selected(result, batch_size) == set(expected)
 
 

@@ -73,7 +73,10 @@ class BatchContext:
         indices = getattr(self.batch, "global_indices", None)
         if isinstance(indices, (np.ndarray, list, tuple)) or _is_tensor(indices):
             return as_values(indices, self.size, "global_indices").astype(np.int64)
-        return self.batch_idx * self.size + np.arange(self.size, dtype=np.int64)
+        # Never upstream's batch_idx * len(batch) + position: wrong after a short batch.
+        raise ValueError("sample_index: the batch has no global_indices; expected batch."
+                         "global_indices, or export through an exporter (it counts the "
+                         "samples of each chain)")
 
     def field(self, node: Field) -> Any:
         key = node._key()
@@ -251,11 +254,23 @@ def _from_upstream(result: Any, size: int) -> Result:
     ):
         return np.bool_(result)
     mask = np.zeros(size, dtype=bool)
-    positions = np.fromiter((int(p) for p in result), dtype=np.int64)
+    positions = _positions(result)
     if positions.size and (positions.min() < 0 or positions.max() >= size):
         raise ValueError(f"criterion: positions {positions.tolist()} outside a batch of {size}")
     mask[positions] = True
     return mask
+
+
+def _positions(result: Any) -> np.ndarray:
+    """Integer positions from a criterion function's result, or a ValueError saying why not."""
+    expected = "expected True/False or a list of integer positions in the batch"
+    if result is None or isinstance(result, (str, bytes, dict)) or not hasattr(result, "__iter__"):
+        raise ValueError(f"criterion: returned {type(result).__name__} {result!r:.40}; {expected}")
+    values = list(result)
+    bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+    if bad:
+        raise ValueError(f"criterion: returned a sequence holding {bad[0]!r}; {expected}")
+    return np.asarray(values, dtype=np.int64).reshape(-1)
 
 
 def evaluate_mask(criterion: Criterion, args: tuple[Any, ...]) -> np.ndarray:

@@ -12,14 +12,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Literal
 
 import numpy as np
 
+from armory_datasets.boxes import match_scores
 from armory_datasets.data.arrays import as_scalar, first_bad, is_torch, require_finite, to_numpy
 from armory_datasets.data.images import Images
 from armory_datasets.data.objects import Objects
+from armory_datasets.records.names import check_column_name, check_name
 from armory_datasets.schema import VOCABULARY
 
 
@@ -79,6 +82,8 @@ class _Batch:
             typed = np.asarray(list(value))
         except ValueError:
             return array
+        if typed.dtype.kind in "US" and not all(isinstance(v, str) for v in value):
+            return array  # numpy turns [1, "one"] into strings; the record refuses mixed types
         return typed if typed.ndim == 1 else array
 
     @staticmethod
@@ -110,9 +115,11 @@ class _Batch:
             ValueError: targets[1]: label 12 out of range; expected 0 <= label < 10
         """
         n = len(self)
+        if n == 0:
+            raise ValueError("inputs: an empty batch (0 samples); expected at least one sample "
+                             "(skip empty batches)")
         self.inputs.validate("inputs")
-        if not isinstance(self.chain, str) or not self.chain or "/" in self.chain:
-            raise ValueError(f"chain: got {self.chain!r}; expected a non-empty name without '/'")
+        check_name(self.chain, "chain")
         for key, value in self.metadata.items():
             if key in VOCABULARY:
                 raise ValueError(f"metadata[{key!r}]: name is a table column; expected a name not "
@@ -124,6 +131,10 @@ class _Batch:
             if key in VOCABULARY or key in self.metadata:
                 raise ValueError(f"batch_metadata[{key!r}]: name already used by a table column or "
                                  f"metadata; expected a unique name")
+        for key in self.metadata:
+            check_column_name(key, f"metadata[{key!r}]")
+        for key in self.batch_metadata:
+            check_column_name(key, f"batch_metadata[{key!r}]")
         for name, value in self.metrics.items():
             if value.shape != (n,):
                 raise ValueError(f"metrics[{name!r}]: got shape {value.shape}; expected ({n},) "
@@ -347,14 +358,13 @@ class ObjectDetectionBatch(_Batch):
                               num_classes=self.num_classes, require_scores=require_scores)
 
     def _builtin_columns(self) -> dict[str, Callable[[], Any]]:
-        from armory_datasets import metrics
-
         columns = super()._builtin_columns()
-        columns["num_targets"] = lambda: metrics.NumTargets()(self)
+        columns["num_targets"] = lambda: np.array([len(t) for t in self.targets], dtype=np.int64)
         if self.predictions is not None:
-            for metric in (metrics.NumPredictions(), metrics.MeanIoU(), metrics.Precision(),
-                           metrics.Recall()):
-                columns[metric.name] = lambda metric=metric: metric(self)
+            # at the default thresholds; an exporter's records use its own
+            scores = functools.cache(lambda: match_scores(self.predictions, self.targets))
+            for name in ("num_predictions", "mean_iou", "precision", "recall"):
+                columns[name] = lambda name=name: scores()[name]
         return columns
 
 

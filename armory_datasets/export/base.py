@@ -1,20 +1,28 @@
-"""Exporter base class: select samples with a criterion, hand their fields to a writer.
+"""Exporter base class: build a batch's records, select them with the criterion, write them.
 
 An exporter is a context manager, like FiftyOne's exporters: ``setup`` (with the
-engine's shared :class:`~armory_datasets.store.ExportWriter`, or standalone with its
+engine's shared :class:`~armory_datasets.export.sink.ExportSink`, or standalone with its
 own writer on ``export_dir``), ``export(batch_idx, batch)`` per batch, ``close``.
 
-``export`` checks the batch first (``batch.validate()``, the criterion's mask, every
-field's type): a bad batch raises ValueError naming the field, the sample and the
-expected form, and nothing of it is written. It then selects positions with
-``criterion.mask``, records the criterion's named metrics and ``batch.metrics``, the
-dataset metadata (per sample), batch metadata and perturbation parameters (copied to
-every record), and the task's own columns. As upstream, an exporter without a
-criterion exports nothing and ``criteria.always()`` exports everything.
+``export`` follows one flow for every exporter and every caller (the engine, or the
+user's own loop):
 
-Global sample indices come from ``batch.global_indices``; a batch without them gets a
-running count per chain (batches must then arrive in order), never upstream's
-``batch_idx * len(batch) + i``, which is wrong after a short last batch.
+1. check the batch (``batch.validate()``; an empty batch is an error);
+2. give its samples their ``sample_index``: the batch's ``global_indices`` when it has
+   them, else a running count per chain (batches must then arrive in order); never
+   upstream's ``batch_idx * len(batch) + i``, which is wrong after a short last batch;
+3. build the records of every sample as Arrow columns
+   (:func:`~armory_datasets.records.builder.build_records`: keys, the task's
+   ``record_columns`` at the exporter's settings, metrics, metadata, perturbations),
+   every name and value checked;
+4. evaluate the criterion on those columns
+   (:func:`~armory_datasets.records.selection.select`), as a query of the table would;
+5. only for the selected records: ``selected_columns`` (saliency maps), then the
+   images, the columns and the ``exporters`` entry go to the sink.
+
+A bad batch raises ValueError naming the field, the sample and the expected form, and
+nothing of it is written. As upstream, an exporter without a criterion exports nothing
+and ``criteria.always()`` exports everything.
 
 Example:
     >>> import numpy as np
@@ -31,7 +39,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar
@@ -39,7 +46,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from armory_datasets.data import to_numpy
+from armory_datasets.export.sink import ExportSink
+from armory_datasets.records.builder import Records, build_records
+from armory_datasets.records.names import check_name
+from armory_datasets.records.selection import select
+from armory_datasets.store.column_types import ColumnTypes
 
 __all__ = ["Exporter"]
 
@@ -72,10 +83,10 @@ class Exporter:
             from armory_datasets.criteria.nodes import as_criterion
 
             criterion = as_criterion(criterion)
-        self.name = name or self.default_name
+        self.name = check_name(self.default_name if name is None else name, "name")
         self.criterion = criterion
         self.export_dir = export_dir
-        self.writer: Any = None
+        self.writer: ExportSink | Any = None
         self._owns_writer = False
         self._next_index: dict[str, tuple[int, int]] = {}
 
@@ -101,7 +112,7 @@ class Exporter:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def setup(self, writer: Any = None, export_dir: str | Path | None = None) -> None:
+    def setup(self, writer: ExportSink | None = None, export_dir: str | Path | None = None) -> None:
         """Attach to the engine's writer, or open an own writer on ``export_dir``.
 
         Example:
@@ -153,7 +164,7 @@ class Exporter:
     # ------------------------------------------------------------------ exporting
 
     def export(self, batch_idx: int, batch: Any) -> None:
-        """Export the samples of ``batch`` the criterion selects.
+        """Export the samples of ``batch`` the criterion selects (the flow of the module docstring).
 
         Example:
             >>> import numpy as np
@@ -175,83 +186,80 @@ class Exporter:
             raise ValueError(f"batch: got {type(batch).__name__}; expected "
                              f"{_type_names(self.batch_type)} for {type(self).__name__}")
         batch.validate()
-        indices = self._sample_indices(batch_idx, batch)
-        if self.criterion is None:
-            return
-        positions = np.flatnonzero(self._mask(batch_idx, batch))
-        if len(positions):
-            fields = self.task_fields(batch, positions)
-            self._add_recorded(fields, batch, positions)
-            self.writer.set_class_names(batch.class_names)
-            self.writer.add_records(
-                self.name, batch.chain, indices[positions], fields, batch=batch_idx,
-                positions=positions, constants=self._constants(batch),
-                images=batch.inputs.to_uint8_hwc()[positions],
-            )
+        indices, advance = self._sample_indices(batch_idx, batch)
+        self._batch_indices = indices
+        if self.criterion is not None:
+            records = self.records(batch_idx, batch, indices)
+            positions = np.flatnonzero(self._mask(records, batch_idx, batch))
+            if len(positions):
+                self._write(records, batch, positions)
+        advance()
         if self._owns_writer:
             self.writer.end_batch()
 
-    def task_fields(self, batch: Any, positions: np.ndarray) -> dict[str, Any]:
-        """The task's columns for the selected positions (one value per position)."""
+    def records(self, batch_idx: int, batch: Any, sample_indices: np.ndarray) -> Records:
+        """Every sample's record of this batch (columns of ``build_records``), checked.
+
+        Example:
+            >>> # records = exporter.records(0, batch, np.arange(len(batch)))
+        """
+        metrics = self.criterion.metrics() if self.criterion is not None else []
+        types = getattr(self.writer, "types", None) or ColumnTypes()
+        return build_records(batch_idx, batch, sample_indices, self.record_columns(batch), metrics, types)
+
+    def record_columns(self, batch: Any) -> dict[str, Any]:
+        """The task's columns for every sample of the batch (one value per sample).
+
+        Example:
+            >>> Exporter().record_columns(None)
+            {}
+        """
         return {}
 
-    def _sample_indices(self, batch_idx: int, batch: Any) -> np.ndarray:
-        """Global indices: the batch's own, or a running count over the chain's batches."""
+    def task_fields(self, batch: Any, positions: np.ndarray) -> dict[str, Any]:
+        """Columns computed only for the selected ``positions`` (saliency maps); none here.
+
+        Example:
+            >>> Exporter().task_fields(None, np.arange(2))
+            {}
+        """
+        return {}
+
+    def _write(self, records: Records, batch: Any, positions: np.ndarray) -> None:
+        fields = records.take(positions)
+        fields.update(self.task_fields(batch, positions))
+        self.writer.set_class_names(batch.class_names)
+        self.writer.add_records(
+            self.name, batch.chain, records.sample_indices[positions], fields,
+            batch=records.batch_idx, positions=positions,
+            images=batch.inputs.to_uint8_hwc()[positions],
+        )
+
+    def _sample_indices(self, batch_idx: int, batch: Any) -> tuple[np.ndarray, Any]:
+        """Global indices (the batch's own, or a running count over the chain's batches), and
+        the function that advances the count once the batch is exported."""
         expected, offset = self._next_index.get(batch.chain, (0, 0))
         n = len(batch)
-        self._next_index[batch.chain] = (batch_idx + 1, offset + n)
+
+        def advance() -> None:
+            self._next_index[batch.chain] = (batch_idx + 1, offset + n)
+
         if batch.global_indices is not None:
-            return batch.global_indices
+            return batch.global_indices, advance
         if batch_idx != expected:
             raise ValueError(
                 f"global_indices: missing, and batch_idx {batch_idx} is not the next batch "
                 f"({expected}) of chain {batch.chain!r}; expected batch.global_indices or "
                 f"batches in order from 0")
-        return np.arange(offset, offset + n, dtype=np.int64)
+        return np.arange(offset, offset + n, dtype=np.int64), advance
 
-    def _mask(self, batch_idx: int, batch: Any) -> np.ndarray:
-        mask = np.asarray(self.criterion.mask(batch_idx, batch))
+    def _mask(self, records: Records, batch_idx: int, batch: Any) -> np.ndarray:
+        mask = np.asarray(select(self.criterion, records, (batch_idx, batch)))
         n = len(batch)
-        if mask.ndim == 0:
-            mask = np.full(n, bool(mask))
         if mask.shape != (n,) or mask.dtype != np.bool_:
             raise ValueError(f"criterion {self.criterion}: mask of shape {mask.shape} dtype "
                              f"{mask.dtype}; expected ({n},) bool")
         return mask
-
-    def _add_recorded(self, fields: dict[str, Any], batch: Any, positions: np.ndarray) -> None:
-        """Add the criterion's metrics, ``batch.metrics`` and per-sample metadata."""
-        n = len(batch)
-        metrics: dict[str, Callable[[], Any]] = {}
-        for metric in self.criterion.metrics():
-            name = getattr(metric, "name", None)
-            if isinstance(name, str) and name:
-                metrics[name] = lambda metric=metric: metric(batch)
-        for name, values in batch.metrics.items():
-            metrics[name] = lambda values=values: values
-        for name, compute in metrics.items():
-            if name not in fields:
-                values = np.asarray(to_numpy(compute()))
-                if values.ndim == 0:
-                    values = np.full(n, values.item())
-                if values.shape[:1] != (n,):
-                    raise ValueError(f"metrics[{name!r}]: got shape {values.shape}; expected "
-                                     f"({n},) one value per sample")
-                fields[name] = values[positions]
-        for name, values in batch.metadata.items():
-            fields.setdefault(name, values[positions])
-
-    @staticmethod
-    def _constants(batch: Any) -> dict[str, Any]:
-        """Batch metadata and perturbation parameters, copied to every record."""
-        constants: dict[str, Any] = {}
-        for name, value in batch.batch_metadata.items():
-            constants[name] = value if isinstance(value, (str, bytes)) or not hasattr(value, "shape") \
-                else to_numpy(value)
-        for perturbation, params in batch.perturbations.items():
-            for param, value in params.items():
-                constants[f"{perturbation}_{param}"] = value
-        return constants
 
 
 def _type_names(types: type | tuple[type, ...]) -> str:

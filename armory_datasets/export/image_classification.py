@@ -43,15 +43,24 @@ class ImageClassificationExporter(Exporter):
     batch_type = ImageClassificationBatch
     default_name = "image_classification"
 
-    def task_fields(self, batch: ImageClassificationBatch, positions: np.ndarray) -> dict[str, Any]:
-        """target, prediction, confidence, correct, probabilities and (for logits) logits."""
-        fields: dict[str, Any] = {"target": batch.targets[positions]}
+    def record_columns(self, batch: ImageClassificationBatch) -> dict[str, Any]:
+        """target, prediction, confidence, correct, probabilities and (for logits) logits.
+
+        Example:
+            >>> from armory_datasets.data import Images
+            >>> b = ImageClassificationBatch(Images(np.zeros((1, 1, 1, 1), np.uint8)), [1], [[0.0, 2.0]])
+            >>> sorted(ImageClassificationExporter().record_columns(b))
+            ['confidence', 'correct', 'logits', 'prediction', 'probabilities', 'target']
+        """
+        columns: dict[str, Any] = {"target": batch.targets}
         if batch.predictions is None:
-            return fields
-        fields["prediction"] = batch.column("prediction")[positions]
-        fields["confidence"] = batch.column("confidence")[positions]
-        fields["correct"] = batch.column("correct")[positions]
-        fields["probabilities"] = batch.probabilities()[positions].astype(np.float32)
+            return columns
+        probabilities = batch.probabilities()
+        prediction = batch.predictions.argmax(axis=1).astype(np.int64)
+        columns["prediction"] = prediction
+        columns["confidence"] = probabilities[np.arange(len(batch)), prediction]
+        columns["correct"] = prediction == batch.targets
+        columns["probabilities"] = probabilities.astype(np.float32)
         if batch.prediction_kind == "logits":
-            fields["logits"] = batch.predictions[positions].astype(np.float32)
-        return fields
+            columns["logits"] = batch.predictions.astype(np.float32)
+        return columns

@@ -67,18 +67,25 @@ class ObjectDetectionExporter(Exporter):
     def params(self) -> dict[str, Any]:
         return {"score_threshold": self.score_threshold}
 
-    def task_fields(self, batch: ObjectDetectionBatch, positions: np.ndarray) -> dict[str, Any]:
-        """Boxes (pixels xyxy) and detection metrics of the selected positions."""
-        chosen = positions.tolist()
-        fields: dict[str, Any] = {
-            "ground_truth_objects": objects_column([batch.targets[i] for i in chosen]),
-            "num_targets": metrics.NumTargets()(batch)[positions],
+    def record_columns(self, batch: ObjectDetectionBatch) -> dict[str, Any]:
+        """Boxes (pixels xyxy) and detection metrics at this exporter's ``score_threshold``.
+
+        Example:
+            >>> from armory_datasets.data import Images
+            >>> b = ObjectDetectionBatch(Images(np.zeros((1, 1, 8, 8), np.uint8)),
+            ...     [Objects([[1, 1, 4, 4]], [0])], [Objects([[1, 1, 4, 4]], [0], [0.4])])
+            >>> ObjectDetectionExporter(score_threshold=0.3).record_columns(b)["precision"].tolist()
+            [1.0]
+        """
+        columns: dict[str, Any] = {
+            "ground_truth_objects": objects_column(batch.targets),
+            "num_targets": metrics.NumTargets()(batch),
         }
         if batch.predictions is None:
-            return fields
+            return columns
         t = self.score_threshold
-        fields["predicted_objects"] = objects_column([batch.predictions[i].above(t) for i in chosen])
+        columns["predicted_objects"] = objects_column([p.above(t) for p in batch.predictions])
         for metric in (metrics.NumPredictions(score_threshold=t), metrics.MeanIoU(score_threshold=t),
                        metrics.Precision(score_threshold=t), metrics.Recall(score_threshold=t)):
-            fields[metric.name] = metric(batch)[positions]
-        return fields
+            columns[metric.name] = metric(batch)
+        return columns

@@ -96,6 +96,7 @@ class SaliencyFields:
 
     writer: Any
     name: str
+    _batch_indices: np.ndarray  # the sample indices of the batch being exported (set by Exporter)
 
     def setup(self, writer: Any = None, export_dir: Any = None) -> None:
         """As ``Exporter.setup``; refuses a name another exporter of the export already has."""
@@ -104,10 +105,6 @@ class SaliencyFields:
         if self.name != given:
             raise ValueError(f"name: another exporter of this export is already named {given!r}; "
                              f"expected a unique name, since it names the saliency fields")
-
-    def _sample_indices(self, batch_idx: int, batch: Any) -> np.ndarray:
-        self._batch_indices: np.ndarray = super()._sample_indices(batch_idx, batch)  # type: ignore[misc]
-        return self._batch_indices
 
     def pending(self, batch: Any, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Global indices of ``positions`` and which of them still need maps (not resumed).
