@@ -116,7 +116,7 @@ def test_images_validation_messages(kwargs, message):
     (dict(global_indices=[0, -4]), "global_indices[1]: got -4; expected >= 0"),
     (dict(global_indices=[0.5, 1.0]), "expected (N,) integer sample indices"),
     (dict(perturbations={"fgsm": {"epsilon": [0.1, 0.2]}}), "perturbations['fgsm']['epsilon']: got list; expected a bool, int, float or str"),
-    (dict(chain="a/b"), "chain: got 'a/b'; expected a non-empty name without '/'"),
+    (dict(chain="a/b"), "chain: got 'a/b'; expected a name without '/'"),
     (dict(inputs=np.zeros((2, 1, 2, 2))), "inputs: got ndarray; expected armory_datasets.data.Images"),
 ])
 def test_classification_validation_messages(kwargs, message):
@@ -187,8 +187,8 @@ def test_metadata_batch_metadata_perturbations_metrics():
 
 
 def test_ragged_metadata_becomes_object_column():
-    batch = classification(2, metadata={"tags": [["a"], ["b", "c"]], "maybe": [None, 3]})
-    assert batch.column("tags")[1] == ["b", "c"]
+    batch = classification(2, metadata={"labels": [["a"], ["b", "c"]], "maybe": [None, 3]})
+    assert batch.column("labels")[1] == ["b", "c"]
     assert batch.column("maybe").tolist() == [None, 3]
 
 

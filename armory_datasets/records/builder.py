@@ -41,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 
 from armory_datasets.data import to_numpy
+from armory_datasets.records.names import check_column_name
 from armory_datasets.store.column_types import ColumnTypes, check_record_size
 
 __all__ = ["Records", "build_records", "KEY_COLUMNS"]
@@ -124,7 +125,9 @@ def build_records(
                       absent=frozenset(getattr(batch, "absent_columns", ())))
     source: dict[str, str] = {name: "a key column" for name in KEY_COLUMNS}
 
-    def add(name: str, values: Any, per_sample: bool = True) -> None:
+    def add(name: str, values: Any, per_sample: bool = True, where: str | None = None) -> None:
+        if where is not None and name not in types.types:
+            check_column_name(name, where)  # user-named columns: no saliency-style *_path
         array, _ = types.typed(name, values if per_sample else [values], n if per_sample else 1)
         if array is None:
             return
@@ -138,11 +141,11 @@ def build_records(
         if not isinstance(name, str) or not name or name in source:
             continue  # unnamed (not recorded) or the task's own column of that name
         values = batch.metrics[name] if name in batch.metrics else metric(batch)
-        add(name, _per_sample(values, n, f"metric {name!r}"))
+        add(name, _per_sample(values, n, f"metric {name!r}"), where=f"metric {name!r}")
         source[name] = "a metric the criterion reads"
     for name, values in batch.metrics.items():
         if name not in source:
-            add(name, values)
+            add(name, values, where=f"metrics[{name!r}]")
             source[name] = "a metric of batch.metrics"
     constants = {f"batch_metadata[{k!r}]": (k, v) for k, v in batch.batch_metadata.items()}
     for perturbation, params in batch.perturbations.items():
@@ -150,13 +153,13 @@ def build_records(
             constants[f"perturbations[{perturbation!r}][{param!r}]"] = (f"{perturbation}_{param}", value)
     for name, values in batch.metadata.items():
         _unique(name, f"metadata[{name!r}]", source)
-        add(name, values)
+        add(name, values, where=f"metadata[{name!r}]")
     for where, (name, value) in constants.items():
         _unique(name, where, source)
         if isinstance(value, np.ndarray) or type(value).__module__.startswith("torch"):
             value = to_numpy(value)
             value = value.item() if value.ndim == 0 else value.tolist()
-        add(name, value, per_sample=False)
+        add(name, value, per_sample=False, where=where)
     check_record_size({**records.keys(), **records.columns}, n, where=f"record of chain {batch.chain!r}")
     return records
 

@@ -85,10 +85,13 @@ class ColumnTypes:
             [1, 2]
         """
         arrow_type = self.types.get(column)
-        if arrow_type is None:
-            check_column_name(column, f"column {column!r}")
+        if arrow_type is None:  # exporters may add {field}_path columns (D-RISE: one per box)
+            check_column_name(column, f"column {column!r}", declared=True)
         try:
             array = arrow_array(values, arrow_type)
+        except OverflowError:
+            raise ValueError(f"column {column!r}: an integer outside int64; expected integers "
+                             f"from -2**63 to 2**63 - 1 (or floats)") from None
         except (pa.ArrowException, TypeError, ValueError) as error:
             raise ValueError(_conversion_error(column, values, arrow_type, error)) from None
         if len(array) != n:
@@ -180,9 +183,15 @@ def normalise_type(arrow_type: pa.DataType, column: str) -> pa.DataType:
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         return pa.list_(normalise_type(t.value_type, column))
     if pa.types.is_struct(t):
+        if not t.num_fields:
+            raise ValueError(f"column {column!r}: empty dicts only; expected dicts with at least "
+                             f"one key (Parquet cannot store a struct without fields)")
         for f in t:
             check_column_name(f.name, f"column {column!r} key {f.name!r}", declared=True)
         return pa.struct([pa.field(f.name, normalise_type(f.type, column)) for f in t])
+    if pa.types.is_null(t):
+        raise ValueError(f"column {column!r}: lists or dicts holding only None; expected at least "
+                         f"one value inside, to give the column its type")
     raise ValueError(f"column {column!r}: values of Arrow type {t}; expected bools, integers, "
                      f"floats, strings, or lists/dicts of them")
 
