@@ -10,7 +10,7 @@ exactly the records that
 * FiftyOne's ``match`` selects from that export's dataset,
 
 for the classification exporter and for the detection exporter at a non-default
-``score_threshold``.
+``score_threshold`` (object criteria ``any``/``all``/``count`` of boxes included).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from armory_datasets import metrics
 from armory_datasets.criteria import nodes as N
 from armory_datasets.data import Images, ImageClassificationBatch, ObjectDetectionBatch, Objects
 from armory_datasets.export import ImageClassificationExporter, ObjectDetectionExporter
+from armory_datasets.export.object_detection import objects_column
 from armory_datasets.store import ExportWriter
 
 CHAINS = ("benign", "fgsm")
@@ -100,14 +101,18 @@ def numpy_keys(criterion, per_chain: dict[str, list], threshold: float | None) -
                 for m in (metrics.NumPredictions(score_threshold=threshold), metrics.MeanIoU(score_threshold=threshold),
                           metrics.Precision(score_threshold=threshold), metrics.Recall(score_threshold=threshold)):
                     known[m.name] = m(batch)
+                for name, objects in (("ground_truth_objects", batch.targets),
+                                      ("predicted_objects", [p.above(threshold) for p in batch.predictions])):
+                    known[name] = np.empty(len(batch), dtype=object)
+                    known[name][:] = objects_column(objects)
             oracle = replace(batch, global_indices=indices, metrics=known)
             keys.update(f"{chain}/{indices[p]}" for p in np.flatnonzero(criterion.mask(chain, batch_idx, oracle)))
     return keys
 
 
 def query_keys(export_dir: Path, criterion) -> tuple[set[str], set[str]]:
-    dataset = ds.dataset(export_dir / "table")
-    arrow = set(dataset.to_table(columns=["record_key"], filter=criterion.to_arrow()).column(0).to_pylist())
+    table = ds.dataset(export_dir / "table").to_table()
+    arrow = set(table.filter(criterion.arrow_mask(table)).column("record_key").to_pylist())
     sql = f"SELECT record_key FROM read_parquet('{export_dir / 'table'}/*.parquet') WHERE {criterion.to_sql()}"
     return arrow, {row[0] for row in duckdb.sql(sql).fetchall()}
 
@@ -125,8 +130,13 @@ def detection_comparisons(draw) -> N.Criterion:
                      N.Literal(draw(DETECTION_COLUMNS[column])))
 
 
+OBJECT_CRITERIA = st.sampled_from([C.parse(text) for text in (
+    "any(predicted_objects, score > 0.6)", "all(predicted_objects, label == 0)",
+    "count(ground_truth_objects, label == 1) >= 1", "count(predicted_objects) > 2")])
+
+
 def detection_criteria():
-    leaves = st.one_of(upstream_leaves(), detection_comparisons())
+    leaves = st.one_of(upstream_leaves(), detection_comparisons(), OBJECT_CRITERIA)
     return st.recursive(leaves, lambda inner: st.one_of(
         st.lists(inner, min_size=2, max_size=3).map(lambda cs: N.all_of(*cs)),
         st.lists(inner, min_size=2, max_size=3).map(lambda cs: N.any_of(*cs)),

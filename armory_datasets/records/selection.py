@@ -1,8 +1,8 @@
 """Which records a criterion selects, evaluated on the records' own columns.
 
-A criterion that compiles (``criterion.to_arrow()``) is run as that very pyarrow
-expression on the batch's records, so export time and query time select the same rows
-by construction. One built on an upstream-style function or an anonymous metric
+A criterion that compiles is run with the query path's own pyarrow evaluation
+(``criterion.arrow_mask``: ``to_arrow()`` plus object criteria) on the batch's records,
+so export time and query time select the same rows by construction. One built on an upstream-style function or an anonymous metric
 cannot compile; it is evaluated with numpy on the same columns (its function gets
 ``(batch_idx, batch)`` as upstream, an anonymous metric the batch).
 
@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from armory_datasets.criteria.evaluate import BatchContext, as_values, evaluate
-from armory_datasets.criteria.nodes import Criterion, Field, UnnamedMetricError
+from armory_datasets.criteria.nodes import Criterion, Field, Opaque
 
 __all__ = ["select"]
 
@@ -38,27 +38,25 @@ def select(criterion: Criterion, records: Any, args: tuple[Any, ...]) -> np.ndar
     ``args`` is ``(batch_idx, batch)``, given to upstream-style functions.
     """
     table = _with_absent(criterion, records)
-    expression = _compiled(criterion)
-    if expression is None:
+    if not _compilable(criterion):
         return _evaluated(criterion, table, args)
     _require_columns(criterion, table)
-    mask = np.zeros(table.num_rows, dtype=bool)
-    chosen = pa.Table.from_batches([table]).filter(expression).column("position")
-    mask[chosen.to_numpy()] = True
-    return mask
+    # the query path's own evaluation (Export.table(where=...)), object criteria included
+    mask = criterion.arrow_mask(pa.Table.from_batches([table]))
+    return mask.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
 @lru_cache(maxsize=256)
-def _compiled(criterion: Criterion) -> Any:
-    """The criterion's pyarrow expression, or None when it cannot compile."""
-    try:
-        return criterion.to_arrow()
-    except UnnamedMetricError:
-        return None
-    except ValueError as error:
-        if "cannot be compiled" in str(error):
-            return None
-        raise
+def _compilable(criterion: Criterion) -> bool:
+    """False for a criterion on an upstream-style function or an anonymous metric."""
+    if any(f.name is None for f in criterion.fields()):
+        return False
+    return not _has_opaque(criterion)
+
+
+def _has_opaque(criterion: Criterion) -> bool:
+    expanded = criterion.expand()
+    return isinstance(expanded, Opaque) or any(_has_opaque(c) for c in expanded.children())
 
 
 def _names(criterion: Criterion) -> list[str]:
