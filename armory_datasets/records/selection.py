@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from armory_datasets.criteria.evaluate import BatchContext, as_values, evaluate
-from armory_datasets.criteria.nodes import Criterion, Field, Opaque
+from armory_datasets.criteria.nodes import Const, Criterion, Field, Opaque, object_nodes
 
 __all__ = ["select"]
 
@@ -40,10 +40,23 @@ def select(criterion: Criterion, records: Any, args: tuple[Any, ...]) -> np.ndar
     table = _with_absent(criterion, records)
     if not _compilable(criterion):
         return _evaluated(criterion, table, args)
+    expanded = criterion.expand()
+    if isinstance(expanded, Const):  # always(), Const: nothing to read
+        return np.full(table.num_rows, expanded.value)
     _require_columns(criterion, table)
-    # the query path's own evaluation (Export.table(where=...)), object criteria included
-    mask = criterion.arrow_mask(pa.Table.from_batches([table]))
-    return mask.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+    rows = pa.Table.from_batches([table])
+    expression = _expression(criterion)
+    if expression is None:  # object criteria: the query path's arrow_mask
+        return criterion.arrow_mask(rows).fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+    mask = np.zeros(table.num_rows, dtype=bool)
+    mask[rows.filter(expression).column("position").to_numpy()] = True  # the query's own filter
+    return mask
+
+
+@lru_cache(maxsize=256)
+def _expression(criterion: Criterion) -> Any:
+    """The criterion's pyarrow filter expression; None when it tests boxes (object nodes)."""
+    return None if object_nodes(criterion) else criterion.to_arrow()
 
 
 @lru_cache(maxsize=256)
