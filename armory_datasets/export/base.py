@@ -17,7 +17,7 @@ user's own loop):
    every name and value checked;
 4. evaluate the criterion on those columns
    (:func:`~armory_datasets.records.selection.select`), as a query of the table would;
-5. only for the selected records: ``selected_columns`` (saliency maps), then the
+5. only for the selected records: ``task_fields`` (saliency maps), then the
    images, the columns and the ``exporters`` entry go to the sink.
 
 A bad batch raises ValueError naming the field, the sample and the expected form, and
@@ -201,7 +201,13 @@ class Exporter:
         """Every sample's record of this batch (columns of ``build_records``), checked.
 
         Example:
-            >>> # records = exporter.records(0, batch, np.arange(len(batch)))
+            >>> from armory_datasets.criteria import always
+            >>> from armory_datasets.data import ImageClassificationBatch, Images
+            >>> from armory_datasets.export import ImageClassificationExporter
+            >>> b = ImageClassificationBatch(Images(np.zeros((2, 1, 4, 4), np.uint8)), [0, 1], np.eye(2))
+            >>> records = ImageClassificationExporter(criterion=always()).records(0, b, np.array([7, 8]))
+            >>> records.table().column("sample_index").to_pylist()
+            [7, 8]
         """
         metrics = self.criterion.metrics() if self.criterion is not None else []
         types = getattr(self.writer, "types", None) or ColumnTypes()
