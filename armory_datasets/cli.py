@@ -9,6 +9,7 @@ Example::
     armory-datasets query exports/digits-classification --where "~correct & confidence > 0.9" \\
         --columns chain,sample_index,prediction --format csv
     armory-datasets app exports/digits-classification --where "chains(['fgsm'])" --port 5151
+    armory-datasets app --list
     armory-datasets pack exports/digits-classification digits.tar.gz
     armory-datasets unpack digits.tar.gz /data/digits
     armory-datasets columns exports/digits-classification
@@ -261,20 +262,33 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    """Serve the export in the FiftyOne App until interrupted."""
-    from armory_datasets.app import app_url, launch_export_app
+    """Serve the export in the FiftyOne App until interrupted (or list what is served)."""
+    from armory_datasets.app import app_url, launch_export_app, registered, served_apps
 
+    if args.list:
+        if args.path is not None:
+            raise UsageError("--list takes no export directory")
+        apps = served_apps()
+        for app in apps:
+            where = f", where {app['where']}" if app["where"] else ""
+            print(f"{app['url']}  pid {app['pid']}  dataset {app['dataset']!r} "
+                  f"({app['samples']} samples{where})  {app['export']}")
+        if not apps:
+            print("no armory-datasets app is serving", file=sys.stderr)
+        return 0
+    if args.path is None:
+        raise UsageError("expected an export directory (or --list)")
     if not getattr(args, "debug", False):
         os.environ.setdefault("FIFTYONE_LOGGING_LEVEL", "ERROR")  # before fiftyone is imported
     export = _open(args.path)
     session = launch_export_app(export, where=args.where, port=args.port, address=args.address)
-    view = session.view if session.view is not None else session.dataset
-    print(f"FiftyOne App: {app_url(session)} (dataset {session.dataset.name!r}, "
-          f"{view.count()} samples); press Ctrl-C to stop", flush=True)
-    try:
-        session.wait(-1)
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+    with registered(session, export, args.where) as entry:
+        print(f"FiftyOne App: {app_url(session)} (dataset {entry['dataset']!r}, "
+              f"{entry['samples']} samples); press Ctrl-C to stop", flush=True)
+        try:
+            session.wait(-1)
+        except KeyboardInterrupt:
+            print("stopped", file=sys.stderr)
     return 0
 
 
@@ -387,8 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     app = command("app", cmd_app, "serve the export in the FiftyOne App (headless)",
                   "Start the FiftyOne App server on the export's dataset (rebuilt from the "
-                  "directory if this database lacks it), print its URL and serve until Ctrl-C.")
-    app.add_argument("path", help="export directory")
+                  "directory if this database lacks it), print its URL and serve until Ctrl-C. "
+                  "A busy port is refused.")
+    app.add_argument("path", nargs="?", help="export directory")
+    app.add_argument("--list", action="store_true",
+                     help="list the URLs, datasets and exports being served, then exit")
     app.add_argument("--where", metavar="TEXT", help="show only records matching these criteria")
     app.add_argument("--port", type=int, default=5151, help="port (default: 5151)")
     app.add_argument("--address", default="localhost",

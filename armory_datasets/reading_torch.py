@@ -4,7 +4,7 @@ Items are ``(image, target)`` or, with ``with_heatmap="field"``, ``(image, targe
 heatmap)``: ``image`` a float32 (C, H, W) tensor in 0..1 read from the record's PNG
 (then passed through ``transform``), ``target`` the class index (int64 tensor) for
 classification or ``{"boxes": (K, 4) float32 xyxy pixels, "labels": (K,) int64}`` for
-detection, ``heatmap`` the float32 (H, W) map read from the TIFF at ``{field}_path``.
+detection, ``heatmap`` the float32 (H, W) map read from ``{field}_path`` (``media.read_heatmap``).
 Only records that have that heatmap are included. Detection targets vary in size:
 use ``DataLoader(..., collate_fn=collate_detection)``.
 
@@ -104,9 +104,9 @@ class ExportTorchDataset(torch.utils.data.Dataset):
             tensor = self.transform(tensor)
         item: tuple[Any, ...] = (tensor, self._target(self._targets[index]))
         if self._heatmaps is not None:
-            import tifffile
+            from armory_datasets.store.media import read_heatmap
 
-            heatmap = tifffile.imread(self.root / self._heatmaps[index]).astype(np.float32)
+            heatmap = read_heatmap(self.root / self._heatmaps[index])
             item += (torch.from_numpy(heatmap),)
         return item
 

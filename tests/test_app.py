@@ -1,58 +1,32 @@
-"""`armory-datasets app`: the headless App server answers on localhost and serves the export.
+"""`armory-datasets app`: serves the export on localhost, refuses a busy port, lists servers.
 
-Runs the command in a subprocess (it inherits the session's private mongod), waits for
-its URL line, checks the App HTML, the server's version endpoint and its GraphQL
-dataset list, takes a headless-chromium screenshot when chromium is installed, then
-stops the command with Ctrl-C and checks the server goes away.
+The command runs in a subprocess (it inherits the session's private mongod). The HTTP
+checks read the App HTML, the server's version endpoint and its GraphQL dataset list;
+tests/test_app_browser.py drives the App itself in a real browser.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import queue
-import shutil
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
-import warnings
-from pathlib import Path
 
 import pytest
+from app_support import answering, http, run_app, serving
 
 from armory_datasets import open_export
+from armory_datasets.app import PortInUseError, check_port_free, free_port
 from armory_datasets.reading_fiftyone import dataset_name
 from test_reading_support import digits_export
 
-ROOT = Path(__file__).resolve().parent.parent
-START_TIMEOUT = 120.0
-SCREENSHOT_DIR = os.environ.get("ARMORY_APP_SCREENSHOT_DIR")
-"""Set it to keep the screenshot (it is written to a temporary directory otherwise)."""
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http(url: str, body: dict | None = None, timeout: float = 10.0) -> tuple[int, str]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.status, response.read().decode()
-
-
-def answering(url: str) -> bool:
-    try:
-        http(url, timeout=2)
-        return True
-    except OSError:
-        return False
+@pytest.fixture(autouse=True)
+def app_registry(tmp_path_factory, monkeypatch):
+    """A registry folder of this module's own (the subprocesses inherit it)."""
+    folder = tmp_path_factory.getbasetemp() / "app-registry"
+    monkeypatch.setenv("ARMORY_DATASETS_APP_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -61,72 +35,78 @@ def export(tmp_path_factory):
                                      name="digits-app"))
 
 
-@pytest.fixture
-def app(export):
-    """The running `app` command: (process, first stdout line, port)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "armory_datasets.cli", "app", str(export.path), "--port", str(port),
-         "--where", "~correct"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
-    try:
-        deadline, line = time.monotonic() + START_TIMEOUT, ""
-        while not line.startswith("FiftyOne App:"):
-            try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"`app` printed no URL within {START_TIMEOUT:.0f} s: "
-                            f"{process.stderr.read() if process.poll() is not None else 'running'}")
-        yield process, line, port
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)  # the group this test started
-                process.wait()
+def test_app_serves_the_export_and_stops_on_ctrl_c(export):
+    with serving(export.path, free_port(), "--where", "~correct") as app:
+        assert app.line.startswith(f"FiftyOne App: {app.url} (dataset {dataset_name(export)!r}, ")
+        assert f"{export.count('~correct')} samples)" in app.line
+        status, html = http(app.url)
+        assert status == 200 and "<html" in html.lower() and "FiftyOne" in html
+        assert json.loads(http(app.url + "fiftyone")[1])["version"].startswith("1.")
+        query = {"query": "query Q($search: String) { datasets(search: $search, first: 100) "
+                          "{ edges { node { name } } } }", "variables": {"search": ""}}
+        edges = json.loads(http(app.url + "graphql", query)[1])["data"]["datasets"]["edges"]
+        assert dataset_name(export) in [edge["node"]["name"] for edge in edges]
+        query = {"query": f'{{ dataset(name: "{dataset_name(export)}") {{ name mediaType '
+                          f'appConfig {{ colorScheme {{ colorBy }} sidebarGroups {{ name }} }} }} }}'}
+        dataset = json.loads(http(app.url + "graphql", query)[1])["data"]["dataset"]
+        assert dataset["mediaType"] == "image" and dataset["appConfig"]["colorScheme"]["colorBy"] == "value"
+        assert [g["name"] for g in dataset["appConfig"]["sidebarGroups"]][1:5] == [
+            "labels", "heatmaps", "metrics", "keys"]
+        app.process.send_signal(signal.SIGINT)
+        assert app.process.wait(timeout=30) == 0
+        deadline = time.monotonic() + 30
+        while answering(app.url + "fiftyone") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not answering(app.url + "fiftyone"), "the App server outlived the command"
 
 
-def test_app_serves_the_export(app, export, tmp_path):
-    process, line, port = app
-    url = f"http://localhost:{port}/"
-    assert line.startswith(f"FiftyOne App: {url} (dataset {dataset_name(export)!r}, ")
-    assert f"{export.count('~correct')} samples)" in line
+def test_a_busy_port_is_refused_and_the_first_server_keeps_it(export):
+    with serving(export.path, free_port()) as first:
+        listed = run_app("--list")
+        assert listed.returncode == 0, listed.stderr
+        assert f"{first.url}  pid {first.process.pid}  dataset {dataset_name(export)!r} (64 samples)" \
+            in listed.stdout and str(export.path) in listed.stdout
 
-    status, html = http(url)
-    assert status == 200 and "<html" in html.lower() and "FiftyOne" in html
-    version = json.loads(http(url + "fiftyone")[1])["version"]
-    assert version.startswith("1.")
-    query = {"query": "query Q($search: String) { datasets(search: $search, first: 100) "
-                      "{ edges { node { name } } } }", "variables": {"search": ""}}
-    edges = json.loads(http(url + "graphql", query)[1])["data"]["datasets"]["edges"]
-    names = [edge["node"]["name"] for edge in edges]
-    assert dataset_name(export) in names
-    query = {"query": f'{{ dataset(name: "{dataset_name(export)}") {{ name mediaType }} }}'}
-    assert json.loads(http(url + "graphql", query)[1])["data"]["dataset"] == {
-        "name": dataset_name(export), "mediaType": "image"}
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium:
-        screenshot = Path(SCREENSHOT_DIR or tmp_path) / "app.png"
-        profile = tmp_path / "chromium-profile"
-        try:
-            subprocess.run(
-                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 f"--user-data-dir={profile}", "--window-size=1400,900", "--virtual-time-budget=20000",
-                 f"--screenshot={screenshot}", f"{url}datasets/{dataset_name(export)}"],
-                capture_output=True, timeout=180, check=False)
-            assert screenshot.is_file() and screenshot.stat().st_size > 10_000
-        except subprocess.TimeoutExpired:  # a slow machine: the HTTP checks above are the test
-            warnings.warn("headless chromium took over 180 s; no screenshot taken")
-
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=30) == 0
+        second = run_app(str(export.path), "--port", str(first.port), "--where", "correct")
+        assert second.returncode == 1
+        assert f"port {first.port} on localhost is in use: armory-datasets app (pid " \
+               f"{first.process.pid}) serves {dataset_name(export)!r} there" in second.stderr
+        assert "FiftyOne App:" not in second.stdout
+        assert first.process.poll() is None  # still serving its own view, not the second's
+        state = json.loads(http(first.url + "fiftyone")[1])
+        assert state["version"].startswith("1.")
+        assert run_app("--list").stdout.count(first.url) == 1
     deadline = time.monotonic() + 30
-    while answering(url + "fiftyone") and time.monotonic() < deadline:
+    while run_app("--list").stdout and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not answering(url + "fiftyone"), "the App server outlived the command"
+    assert run_app("--list").stdout == ""  # the note went away with the server
+
+
+def test_a_port_held_by_another_program_is_refused_naming_it():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"port {port} on 127.0.0.1 is in use: another "
+                                                 f"program listens there; expected a free port"):
+            check_port_free("127.0.0.1", port)
+    check_port_free("127.0.0.1", port)  # free again once closed
+
+
+def test_list_drops_notes_of_dead_servers_and_ignores_junk(app_registry):
+    app_registry.mkdir(parents=True, exist_ok=True)
+    (app_registry / "1.json").write_text(json.dumps({"pid": 2 ** 22 + 7, "port": free_port()}))
+    (app_registry / "2.json").write_text("{not json")
+    listed = run_app("--list")
+    assert (listed.returncode, listed.stdout) == (0, "")
+    assert "no armory-datasets app is serving" in listed.stderr
+    assert not (app_registry / "1.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "expected an export directory (or --list)"),
+    (("some/export", "--list"), "--list takes no export directory"),
+])
+def test_app_usage_errors(args, message):
+    result = run_app(*args)
+    assert result.returncode == 2 and message in result.stderr

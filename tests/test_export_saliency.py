@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import tifffile
 import torch
 from PIL import Image
 from reference_blackbox import SoftmaxOneAtATime
@@ -38,6 +37,7 @@ from armory_datasets.evaluation import Evaluation
 from armory_datasets.export import ImageClassificationExporter
 from armory_datasets.export.captum import CaptumImageClassificationExporter
 from armory_datasets.export.xaitksaliency import XaitkSaliencyBlackboxImageClassificationExporter
+from armory_datasets.store.media import HEATMAP_LEVELS, read_heatmap
 from armory_datasets.metrics import Correct
 from armory_datasets.store import ExportWriter
 from rejection import assert_rejected
@@ -99,9 +99,15 @@ def table(export: EvaluationResult) -> pd.DataFrame:
 
 
 def stored(export_dir: Path, path: str) -> np.ndarray:
-    heatmap = tifffile.imread(export_dir / path)
+    assert path.endswith(".png")
+    heatmap = read_heatmap(export_dir / path)
     assert heatmap.dtype == np.float32
     return heatmap
+
+
+def level(heatmap: np.ndarray) -> float:
+    """One step of a stored map: its range over the 16-bit PNG's 65535 levels."""
+    return float(np.ptp(heatmap)) / HEATMAP_LEVELS
 
 
 def assert_close_to(actual: np.ndarray, expected: np.ndarray, share: float = 1e-3) -> None:
@@ -165,7 +171,8 @@ def test_stored_maps_equal_captum_and_xaitk_called_directly(export, direct, tabl
     for field, maps in direct["maps"].items():
         for k, row in enumerate(rows.itertuples()):
             heatmap = stored(export.export_dir, getattr(row, f"{field}_path"))
-            np.testing.assert_allclose(heatmap, maps[k], rtol=1e-4, atol=1e-5 * np.abs(maps[k]).max())
+            np.testing.assert_allclose(heatmap, maps[k], rtol=1e-4,
+                                       atol=1e-5 * np.abs(maps[k]).max() + level(maps[k]))
             assert getattr(row, f"{field}_min") == pytest.approx(maps[k].min(), rel=1e-4, abs=1e-7)
             assert getattr(row, f"{field}_max") == pytest.approx(maps[k].max(), rel=1e-4, abs=1e-7)
             assert getattr(row, f"{field}_mean") == pytest.approx(maps[k].mean(), rel=1e-3, abs=1e-7)
@@ -187,7 +194,8 @@ def test_integrated_gradients_honours_n_steps(model, digits, tmp_path) -> None:
 
 
 def test_heatmaps_read_back_through_fiftyone_and_parquet(export: EvaluationResult, direct, table) -> None:
-    """FiftyOne's ``Heatmap.get_map()`` and the Parquet paths' TIFFs give the computed maps."""
+    """FiftyOne's ``Heatmap`` (16-bit levels over ``[min, max]``) and the Parquet paths' PNGs
+    give the computed maps."""
     dataset = import_fiftyone().load_dataset(export.dataset_name)
     fields = ["captum_saliency", "captum_ig", "captum_deeplift", "captum_gradcam",
               "captum_unsure_saliency", "xaitk_slidingwindow_6", "xaitk_slidingwindow_3"]
@@ -201,9 +209,11 @@ def test_heatmaps_read_back_through_fiftyone_and_parquet(export: EvaluationResul
             if pd.isna(row[f"{field}_path"]):
                 assert sample[field] is None
                 continue
-            assert sample[field].range == [row[f"{field}_min"], row[f"{field}_max"]]
-            read = sample[field].get_map()
-            assert read.dtype == np.float32
+            assert sample[field].range == [0, HEATMAP_LEVELS]
+            levels = sample[field].get_map()
+            assert levels.dtype == np.uint16
+            low, high = row[f"{field}_min"], row[f"{field}_max"]
+            read = low + levels / HEATMAP_LEVELS * (high - low)
             expected = computed.get((field, sample.sample_index), stored(export.export_dir, row[f"{field}_path"]))
             assert_close_to(read, expected)
             assert_close_to(stored(export.export_dir, row[f"{field}_path"]), expected)
@@ -228,7 +238,7 @@ def test_uint8_images_give_the_maps_of_the_same_pixels_as_floats(model, tmp_path
             exporter.export(0, batch)
         table = armory_datasets.open_export(tmp_path / name).to_pandas().sort_values("sample_index")
         maps[name] = np.stack([stored(tmp_path / name, p) for p in table.captum_saliency_path])
-    np.testing.assert_allclose(maps["uint8"], maps["float"], rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(maps["uint8"], maps["float"], rtol=1e-3, atol=1e-5 + 2 * level(maps["float"]))
 
 
 class Scale(nn.Module):
@@ -258,7 +268,7 @@ def test_xaitk_black_box_of_a_probability_model_is_not_softmaxed_twice(model, di
         EvaluationEngine(evaluation, export_dir=tmp_path / kind, quiet=True, fiftyone=False).run()
         table = armory_datasets.open_export(tmp_path / kind).to_pandas().sort_values("sample_index")
         maps[kind] = np.stack([stored(tmp_path / kind, p) for p in table.xaitk_sw_3_path])
-    np.testing.assert_allclose(maps["probabilities"], maps["logits"], atol=1e-5)
+    np.testing.assert_allclose(maps["probabilities"], maps["logits"], atol=1e-5 + 2 * level(maps["logits"]))
 
 
 # ---------------------------------------------------------------------------- errors
@@ -357,4 +367,4 @@ def test_a_resumed_export_computes_maps_only_for_samples_not_yet_written(model, 
     assert table.sample_index.tolist() == list(range(32)) and table.captum_saliency_path.notna().all()
     maps = [stored(tmp_path / "e", path) for path in table.captum_saliency_path]
     for k in range(16):
-        np.testing.assert_allclose(maps[k], maps[16 + k], rtol=1e-5, atol=1e-8)  # same images
+        np.testing.assert_allclose(maps[k], maps[16 + k], rtol=1e-5, atol=2 * level(maps[k]))  # same images

@@ -23,6 +23,7 @@ from armory_datasets.reading import CriterionError, IncompleteExportWarning, Unk
 from armory_datasets.reading_fiftyone import dataset_name, match
 from armory_datasets.reading_torch import collate_detection
 from armory_datasets.store import ExportWriter
+from armory_datasets.store.media import HEATMAP_LEVELS, read_heatmap
 from test_reading_support import HEATMAP, digits_export, digits_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,7 +241,8 @@ def test_captum_heatmaps_survive_a_copy_to_another_machine(tmp_path):
     rows = {r["record_key"]: r for r in expected.to_pylist()}
     for key, heatmap in zip(*view.values(["record_key", "captum_saliency"])):
         assert heatmap.map_path == str(copy / rows[key]["captum_saliency_path"])
-        assert heatmap.range[1] == rows[key]["captum_saliency_max"]
+        assert list(heatmap.range) == [0, HEATMAP_LEVELS]  # the PNG's levels span the map's min..max
+        assert read_heatmap(heatmap.map_path).max() == pytest.approx(rows[key]["captum_saliency_max"], rel=1e-6)
     data = open_export(copy).torch_dataset(with_heatmap="captum_saliency")
     assert keys(data.records) == keys(expected)
     _, _, heatmap = data[0]

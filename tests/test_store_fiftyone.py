@@ -5,6 +5,7 @@ Example: ``./dev test tests/test_store_fiftyone.py -q``
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -18,6 +19,7 @@ from armory_datasets.data import Images, ImageClassificationBatch
 from armory_datasets.database import import_fiftyone
 from armory_datasets.export import ImageClassificationExporter
 from armory_datasets.schema import VOCABULARY
+from armory_datasets.store.media import HEATMAP_LEVELS, read_heatmap
 from armory_datasets.store import BY_SAMPLE_VIEW, ExportWriter, build_fiftyone_dataset, read_manifest, unified_schema
 
 
@@ -130,9 +132,58 @@ def test_saliency_path_columns_become_heatmaps(tmp_path):
         writer.add("saliency", "benign", 3, {"ig_path": path, "ig_min": 0.0, "ig_max": 34.0},
                    batch=0, position=0, image=np.zeros((5, 7, 3), np.uint8))
     sample = fo.load_dataset(writer.manifest["fiftyone"]["dataset"]).first()
-    assert sample.ig_path == "media/heatmaps/ig/benign/00000003.tif"
+    assert sample.ig_path == path and re.fullmatch(r"media/heatmaps/ig/benign/00000003-[0-9a-f]{16}\.png", path)
     assert sample.ig.map_path == str((tmp_path / "e" / path).resolve())
-    assert list(sample.ig.range) == [0.0, 34.0]
+    assert list(sample.ig.range) == [0, HEATMAP_LEVELS]
+    levels = sample.ig.get_map()  # FiftyOne's reader, as the App decodes it: 16-bit levels
+    assert levels.dtype == np.uint16 and levels.min() == 0 and levels.max() == HEATMAP_LEVELS
+    assert np.abs(levels / HEATMAP_LEVELS * 34.0 - heat).max() <= 34.0 / HEATMAP_LEVELS * 0.5001  # half a level
+    assert np.abs(read_heatmap(sample.ig.map_path) - heat).max() <= 34.0 / HEATMAP_LEVELS * 0.5001  # half a level
+
+
+def test_format_1_tiff_maps_get_png_maps_when_the_dataset_is_rebuilt(tmp_path):
+    """Exports written before 16-bit PNG maps hold float32 TIFFs, which the App cannot decode."""
     import tifffile
 
-    assert np.array_equal(tifffile.imread(sample.ig.map_path), heat)
+    heat = np.linspace(-2.0, 3.0, 35, dtype=np.float32).reshape(5, 7)
+    legacy = "media/heatmaps/ig/benign/00000003.tif"
+    with ExportWriter(tmp_path / "e", {"name": "legacy"}, fiftyone=False) as writer:
+        (tmp_path / "e" / legacy).parent.mkdir(parents=True)
+        tifffile.imwrite(tmp_path / "e" / legacy, heat)
+        writer.add("saliency", "benign", 3, {"ig_path": legacy, "ig_min": -2.0, "ig_max": 3.0},
+                   batch=0, position=0, image=np.zeros((5, 7, 3), np.uint8))
+    for _ in range(2):  # a second rebuild reuses the PNG written by the first
+        sample = build_fiftyone_dataset(tmp_path / "e", name="legacy", overwrite=True).first()
+        assert sample.ig_path == legacy  # the table is not rewritten
+        png = sample.ig.map_path
+        assert re.fullmatch(re.escape(str((tmp_path / "e").resolve() / legacy[:-4])) + r"-[0-9a-f]{16}\.png", png)
+        assert list(sample.ig.range) == [0, HEATMAP_LEVELS] and sample.ig.get_map().dtype == np.uint16
+        assert np.abs(read_heatmap(png) - heat).max() <= 5.0 / HEATMAP_LEVELS
+    assert len(list((tmp_path / "e" / legacy).parent.iterdir())) == 2  # the TIFF and one PNG
+    assert np.array_equal(read_heatmap(tmp_path / "e" / legacy), heat)
+
+
+@pytest.mark.parametrize("path", ["media/heatmaps/../../outside.png", "media/heatmaps/ig\\..\\x.png"])
+def test_a_heatmap_path_leaving_the_export_is_refused(tmp_path, path):
+    with ExportWriter(tmp_path / "e", {"name": "hostile"}, fiftyone=False) as writer:
+        writer.add("saliency", "benign", 0, {"ig_path": path}, batch=0, position=0,
+                   image=np.zeros((5, 7, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"ig_path of record 'benign/0': got .*; expected a path "
+                                         r"inside media/heatmaps/ without '\.\.'"):
+        build_fiftyone_dataset(tmp_path / "e", name="hostile", overwrite=True)
+
+
+def test_app_config_groups_and_ticks_labels_and_heatmaps(tmp_path):
+    with ExportWriter(tmp_path / "e", {"name": "config"}) as writer:
+        path = writer.write_heatmap("ig", "benign", 0, np.eye(4))
+        writer.add("saliency", "benign", 0, {"ig_path": path, "ig_min": 0.0, "ig_max": 1.0, "target": 1,
+                                             "prediction": 1, "correct": True},
+                   batch=0, position=0, image=np.zeros((4, 4, 3), np.uint8))
+    config = import_fiftyone().load_dataset(writer.manifest["fiftyone"]["dataset"]).app_config
+    groups = {group.name: group.paths for group in config.sidebar_groups}
+    assert list(groups)[:5] == ["tags", "labels", "heatmaps", "metrics", "keys"]
+    assert groups["labels"] == ["ground_truth", "prediction"] and groups["heatmaps"] == ["ig"]
+    assert {"correct", "ig_min", "ig_max"} <= set(groups["metrics"])
+    assert {"record_key", "chain", "sample_index", "ig_path"} <= set(groups["keys"])
+    assert config.active_fields.paths == ["ground_truth", "prediction", "ig"]
+    assert config.color_scheme.colorscales == [{"path": "ig", "name": "viridis"}]

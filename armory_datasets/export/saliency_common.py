@@ -1,11 +1,12 @@
 """What every saliency exporter shares: field names, the model's input, and storing maps.
 
 A saliency *field* is one map per record, e.g. ``captum_ig``. Each map is written as a
-float32 TIFF (``media/heatmaps/{field}/{chain}/{sample_index:08d}.tif``, via
-``ExportWriter.write_heatmap``) and recorded in the table as ``{field}_path`` plus
-``{field}_min``, ``{field}_max``, ``{field}_mean`` (D-RISE adds ``{field}_in_box``).
-The FiftyOne build turns ``{field}_path`` into an ``fo.Heatmap`` field ``{field}`` with
-``range=[{field}_min, {field}_max]``.
+16-bit grayscale PNG the FiftyOne App draws (``media/heatmaps/{field}/{chain}/
+{sample_index:08d}-{hash}.png``, via ``ExportWriter.write_heatmap``; values within 1e-5
+of the range, see ``store.media``) and recorded in the table as ``{field}_path`` plus
+``{field}_min``, ``{field}_max``, ``{field}_mean`` of the exact float map (D-RISE adds
+``{field}_in_box``). The FiftyOne build turns ``{field}_path`` into an ``fo.Heatmap``
+field ``{field}`` whose ``range`` spans the PNG's levels, ``[0, 65535]``.
 
 Example:
     >>> sorted(heatmap_columns("captum_ig"))

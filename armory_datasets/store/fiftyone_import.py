@@ -5,7 +5,15 @@ One sample per table row, with fields at the FiftyOne paths of the vocabulary:
 ``class_index``, confidence, logits); detection exports get ``ground_truth`` /
 ``predictions`` ``fo.Detections`` (relative ``[x, y, w, h]`` boxes, ``class_index``);
 ``filepath`` is the absolute image path; every other column is a top-level field of
-the same name; a saliency column ``{field}_path`` also gets an ``fo.Heatmap`` ``{field}``.
+the same name; a saliency column ``{field}_path`` also gets an ``fo.Heatmap`` ``{field}``
+on its 16-bit PNG with ``range=[0, 65535]`` (the App compares the decoded levels with
+``range``; values are ``{field}_min + level / 65535 * ({field}_max - {field}_min)``).
+A format-1 export's float32 TIFF maps, which the App cannot decode, get such a PNG
+beside them (or, in a read-only directory, in ``~/.cache/armory_datasets``).
+
+The App shows the dataset with sidebar groups ``labels``, ``heatmaps``, ``metrics``
+and ``keys``, the labels and heatmaps ticked, and a colour scheme (``APP_COLORSCALE``
+for heatmaps, colours by label value).
 
 Layout: flat, with a ``chain`` field, and a saved view ``by_sample`` grouping the
 chains of each sample side by side in the App (a dynamic group on ``sample_index``).
@@ -55,6 +63,7 @@ import pyarrow.parquet as pq
 
 from armory_datasets.records.names import RESERVED_FIELDS
 from armory_datasets.schema import VOCABULARY
+from armory_datasets.store import media
 from armory_datasets.store.manifest import default_dataset_name, read_manifest
 from armory_datasets.store.parquet_writer import part_paths, unified_schema
 
@@ -66,6 +75,11 @@ _HEATMAP_PREFIX = "media/heatmaps/"
 LOCKS_COLLECTION = "armory_datasets_locks"
 LEASE_S = 60.0
 _KEYS = ("record_key", "chain", "sample_index")  # declared even when no record has them (empty export)
+APP_COLORSCALE = "viridis"
+"""Plotly colour scale of heatmaps in the App (perceptually uniform, readable on photos)."""
+APP_OPACITY = 0.6
+"""Opacity of labels and heatmaps over the image in the App."""
+_KEY_KINDS = ("key", "bookkeeping")
 
 
 def owned_by(dataset: Any, export_id: str, export_dir: Path) -> bool:
@@ -248,11 +262,13 @@ def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, over
                     "evaluation": manifest["evaluation"]}
     dataset.media_type = "image"
     schema = unified_schema(export_dir / "table") or pa.schema([])
-    builder = _DocumentBuilder(export_dir, schema, manifest["class_names"], dataset._doc.id)
+    builder = _DocumentBuilder(export_dir, schema, manifest["class_names"], dataset._doc.id,
+                               media.legacy_heatmap_cache(manifest["export_id"]))
     # Fixed-size batches keep memory flat (FiftyOne's default batcher grows them to 100k).
     foo.insert_documents(builder.documents(), dataset._sample_collection, progress=False,
                          batcher=partial(fou.StaticBatcher, batch_size=INSERT_BATCH))
     _declare_fields(fo, dataset, schema, builder)
+    dataset.app_config = app_config(fo, dataset, schema, list(builder.heatmaps))
     dataset.create_index("record_key", unique=True)
     dataset.create_index("sample_index")
     dataset.description = manifest["evaluation"]["description"]
@@ -267,8 +283,9 @@ class _DocumentBuilder:
     """Turns table rows into FiftyOne sample documents, noting which label kinds it made."""
 
     def __init__(self, export_dir: Path, schema: pa.Schema, class_names: list[str] | None,
-                 dataset_id: Any) -> None:
+                 dataset_id: Any, cache_dir: Path) -> None:
         self.export_dir = export_dir
+        self.cache_dir = cache_dir
         self.schema = schema
         self.class_names = class_names
         self.dataset_id = dataset_id
@@ -348,11 +365,18 @@ class _DocumentBuilder:
         for field, column in self.heatmaps.items():
             path = columns[column][i]
             if isinstance(path, str) and path.startswith(_HEATMAP_PREFIX):
-                low, high = (columns[f"{field}_{end}"][i] if f"{field}_{end}" in columns else None
-                             for end in ("min", "max"))
                 doc[field] = {"_id": self.object_id(), "_cls": "Heatmap", "tags": [],
-                              "map_path": str(self.export_dir / path),
-                              "range": [low, high] if low is not None and high is not None else None}
+                              "map_path": str(self._app_map(field, doc, path)),
+                              "range": [0, media.HEATMAP_LEVELS]}
+
+    def _app_map(self, field: str, doc: dict[str, Any], relpath: str) -> Path:
+        """The PNG the App draws for a record's map (a format-1 TIFF gets one beside it)."""
+        if ".." in relpath.split("/") or "\\" in relpath:
+            raise ValueError(f"{field}_path of record {doc.get('record_key')!r}: got {relpath!r}; "
+                             f"expected a path inside {_HEATMAP_PREFIX} without '..'")
+        if not relpath.endswith((".tif", ".tiff")):
+            return self.export_dir / relpath
+        return media.legacy_heatmap_png(self.export_dir, relpath, self.cache_dir)
 
 
 def _label(doc: dict[str, Any], field: str, builder: _DocumentBuilder) -> dict[str, Any]:
@@ -403,3 +427,49 @@ def _field(fo: Any, arrow_type: pa.DataType) -> Any:
     if pa.types.is_list(arrow_type):
         return fo.ListField(_field(fo, arrow_type.value_type))
     return fo.DictField()
+
+
+def app_config(fo: Any, dataset: Any, schema: pa.Schema, heatmaps: list[str]) -> Any:
+    """The App settings of an export's dataset: sidebar groups, ticked fields, colours.
+
+    Groups ``labels`` (ticked), ``heatmaps`` (ticked), ``metrics`` (numeric and boolean
+    columns) and ``keys`` (which record it is) come first; FiftyOne's default groups
+    keep every other field.
+
+    Example:
+        >>> [g.name for g in build_fiftyone_dataset("exports/run1").app_config.sidebar_groups][:5]  # doctest: +SKIP
+        ['tags', 'labels', 'heatmaps', 'metrics', 'keys']
+    """
+    labels = [name for name, field in dataset.get_field_schema(embedded_doc_type=fo.Label).items()
+              if name not in heatmaps]
+    keys, metrics = [], []
+    for arrow_field in schema:
+        path = VOCABULARY.fiftyone_path(arrow_field.name)
+        if "." in path or path == "filepath" or not dataset.has_field(path) or path in labels:
+            continue
+        column = VOCABULARY.columns.get(arrow_field.name)
+        if (column is not None and column.kind in _KEY_KINDS) or arrow_field.name.endswith("_path"):
+            keys.append(path)
+        elif _numeric(arrow_field.type):
+            metrics.append(path)
+    taken = set(labels + heatmaps + metrics + keys)
+    defaults = {group.name: [p for p in group.paths if p not in taken]
+                for group in fo.DatasetAppConfig.default_sidebar_groups(dataset)}
+    groups = [("tags", defaults.pop("tags", [])), ("labels", labels),
+              ("heatmaps", heatmaps), ("metrics", metrics), ("keys", keys),
+              *((name, paths) for name, paths in defaults.items() if paths)]
+    return fo.DatasetAppConfig(
+        sidebar_groups=[fo.SidebarGroupDocument(name=name, paths=paths, expanded=name != "keys")
+                        for name, paths in groups],
+        active_fields=fo.ActiveFields(paths=labels + heatmaps),
+        color_scheme=fo.ColorScheme(
+            color_by="value", opacity=APP_OPACITY,
+            default_colorscale={"name": APP_COLORSCALE, "list": None},
+            colorscales=[{"path": field, "name": APP_COLORSCALE} for field in heatmaps]),
+    )
+
+
+def _numeric(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_list(arrow_type):
+        return _numeric(arrow_type.value_type)
+    return pa.types.is_boolean(arrow_type) or pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)

@@ -30,7 +30,7 @@ from armory_datasets.schema import SCHEMAS_DIR, VOCABULARY
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA_FILE = SCHEMAS_DIR / "manifest.v1.json"
 IMAGES_PATTERN = "media/images/{chain}/{sample_index:08d}.png"
-HEATMAPS_PATTERN = "media/heatmaps/{field}/{chain}/{sample_index:08d}.tif"
+HEATMAPS_PATTERN = "media/heatmaps/{field}/{chain}/{sample_index:08d}-{sha256_16}.png"
 
 _PRIMITIVE_NAMES = {
     pa.bool_(): "bool", pa.int32(): "int32", pa.int64(): "int64",

@@ -1,4 +1,13 @@
-"""Media files of an export directory: lossless PNG images and float32 TIFF heatmaps.
+"""Media files of an export directory: lossless PNG images and 16-bit PNG heatmaps.
+
+A heatmap is a 16-bit grayscale PNG, the format the FiftyOne App draws (it decodes
+16-bit PNGs itself; the browser's decoder refuses float TIFFs). Its pixels ``q`` hold
+the map linearly, ``value = low + q / 65535 * (high - low)``, with ``low``/``high``
+the map's min and max, kept in the PNG's ``armory_datasets:range`` text chunk (and
+the table's ``{field}_min``/``{field}_max``); values come back within ``(high - low)
+/ 131070`` (under 1e-5 of the range). The file name ends in a hash of the file's
+bytes, so a rewritten map never reuses a name the browser may have cached. Exports
+written before (format 1) hold float32 TIFFs; ``read_heatmap`` reads both.
 
 Every file is written to ``{path}.tmp`` and renamed into place (``os.replace``), so a
 reader or a resumed export never sees a half-written file under its final name.
@@ -10,10 +19,18 @@ Example:
     >>> rel
     'media/images/benign/00000007.png'
     >>> write_png(Path(root) / rel, np.zeros((4, 5, 3), np.uint8))
+    >>> heat = np.array([[-1.0, 0.5], [2.0, 0.25]])
+    >>> path = write_heatmap(Path(root), "captum", "benign", 7, heat)
+    >>> path.startswith("media/heatmaps/captum/benign/00000007-") and path.endswith(".png")
+    True
+    >>> bool(np.abs(read_heatmap(Path(root) / path) - heat).max() < 1e-4)
+    True
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -25,6 +42,12 @@ TMP_SUFFIX = ".tmp"
 DEFAULT_PNG_COMPRESS_LEVEL = 1
 """zlib level for PNGs. Any level is lossless; 1 encodes about 3x faster than PIL's
 default 6 on photographs, for files about 10% larger (see benchmarks/export_bench.py)."""
+
+HEATMAP_LEVELS = 65535
+"""Largest pixel value of a heatmap PNG: the map's max (its min is 0)."""
+HEATMAP_RANGE_KEY = "armory_datasets:range"
+"""PNG text chunk holding a heatmap's ``low high`` values (Python float reprs)."""
+_DIGEST_CHARS = 16
 
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
@@ -39,14 +62,18 @@ def image_relpath(chain: str, sample_index: int) -> str:
     return f"{IMAGES_DIR}/{chain}/{sample_index:08d}.png"
 
 
-def heatmap_relpath(field: str, chain: str, sample_index: int) -> str:
-    """Relative path of a record's float32 TIFF heatmap for a saliency field.
+def heatmap_relpath(field: str, chain: str, sample_index: int, content: bytes) -> str:
+    """Relative path of a record's heatmap PNG, named after a hash of its bytes.
 
     Example:
-        >>> heatmap_relpath("captum", "benign", 3)
-        'media/heatmaps/captum/benign/00000003.tif'
+        >>> heatmap_relpath("captum", "benign", 3, b"png bytes")
+        'media/heatmaps/captum/benign/00000003-d013614dc14a37ee.png'
     """
-    return f"{HEATMAPS_DIR}/{field}/{chain}/{sample_index:08d}.tif"
+    return f"{HEATMAPS_DIR}/{field}/{chain}/{sample_index:08d}-{_digest(content)}.png"
+
+
+def _digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()[:_DIGEST_CHARS]
 
 
 def write_png(path: Path, image_hwc: np.ndarray, compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL) -> None:
@@ -70,22 +97,122 @@ def write_png(path: Path, image_hwc: np.ndarray, compress_level: int = DEFAULT_P
     os.replace(tmp, path)
 
 
-def write_heatmap(path: Path, heatmap: np.ndarray) -> None:
-    """Write a 2-D saliency map as a float32 TIFF (readable by ``fo.Heatmap``), atomically.
+def encode_heatmap(heatmap: np.ndarray) -> bytes:
+    """The 16-bit grayscale PNG of a finite 2-D map (deterministic bytes).
+
+    Example:
+        >>> encode_heatmap(np.zeros((2, 3)))[:8]
+        b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    from PIL import Image, PngImagePlugin
+
+    array = np.asarray(heatmap)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+        raise ValueError(f"heatmap: got {array.dtype} array of shape {array.shape}; "
+                         f"expected a 2-D numeric (H, W) map of finite values")
+    values = array.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    scale = HEATMAP_LEVELS / (high - low) if high > low else 0.0
+    levels = np.rint((values - low) * scale).astype(np.uint16)
+    info = PngImagePlugin.PngInfo()
+    info.add_text(HEATMAP_RANGE_KEY, f"{low!r} {high!r}")
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, format="PNG", pnginfo=info,
+                                 compress_level=DEFAULT_PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def write_heatmap(root: Path, field: str, chain: str, sample_index: int, heatmap: np.ndarray) -> str:
+    """Write a record's heatmap PNG under ``root`` atomically; return its relative path.
 
     Example:
         >>> import tempfile
-        >>> write_heatmap(Path(tempfile.mkdtemp()) / "h.tif", np.zeros((3, 3)))
+        >>> write_heatmap(Path(tempfile.mkdtemp()), "ig", "benign", 0, np.zeros((3, 3)))[:34]
+        'media/heatmaps/ig/benign/00000000-'
     """
-    import tifffile
-
-    array = np.asarray(heatmap)
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-        raise ValueError(f"heatmap: got {array.dtype} array of shape {array.shape}; "
-                         f"expected a 2-D numeric (H, W) map")
+    content = encode_heatmap(heatmap)
+    relpath = heatmap_relpath(field, chain, sample_index, content)
+    path = Path(root) / relpath
     tmp = _tmp_path(path)
-    tifffile.imwrite(tmp, array.astype(np.float32))
+    tmp.write_bytes(content)
     os.replace(tmp, path)
+    return relpath
+
+
+def read_heatmap(path: Path) -> np.ndarray:
+    """A heatmap's float32 values: a 16-bit PNG of this module, or a format-1 float32 TIFF.
+
+    Raises ValueError naming the file when it is neither (a reader treats the directory
+    as untrusted input).
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> read_heatmap(root / write_heatmap(root, "ig", "benign", 0, np.eye(2))).tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    path = Path(path)
+    if path.suffix in (".tif", ".tiff"):
+        import tifffile
+
+        return np.asarray(tifffile.imread(path), dtype=np.float32)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        text = getattr(image, "text", {}).get(HEATMAP_RANGE_KEY)
+        levels = np.asarray(image)
+    try:
+        low, high = (float(v) for v in text.split())
+    except (AttributeError, ValueError):
+        low = high = None
+    if low is None or levels.dtype != np.uint16 or levels.ndim != 2:
+        raise ValueError(f"{path}: expected a 16-bit grayscale heatmap PNG with a "
+                         f"{HEATMAP_RANGE_KEY!r} text chunk 'low high'")
+    return (low + levels.astype(np.float64) * ((high - low) / HEATMAP_LEVELS)).astype(np.float32)
+
+
+def legacy_heatmap_cache(export_id: str) -> Path:
+    """Where PNGs of a read-only format-1 export's TIFF maps go: ``~/.cache/armory_datasets``
+    (``$XDG_CACHE_HOME``), one folder per export id (a hash of it when not a plain name).
+
+    Example:
+        >>> legacy_heatmap_cache("ab12").name
+        'ab12'
+    """
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "armory_datasets"
+    safe = isinstance(export_id, str) and export_id.replace("-", "").replace("_", "").isalnum()
+    return base / (export_id if safe else hashlib.sha256(str(export_id).encode()).hexdigest()[:16])
+
+
+def legacy_heatmap_png(root: Path, relpath: str, cache: Path) -> Path:
+    """The 16-bit PNG of a format-1 float32 TIFF map ``root/relpath``, written once beside
+    it as ``{name}-{hash}.png``, or under ``cache`` when ``root`` is read-only.
+
+    Example:
+        >>> import tempfile, tifffile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "m").mkdir(); tifffile.imwrite(root / "m/00000001.tif", np.eye(2, dtype=np.float32))
+        >>> png = legacy_heatmap_png(root, "m/00000001.tif", root / "cache")
+        >>> png.parent == root / "m", read_heatmap(png).tolist()
+        (True, [[1.0, 0.0], [0.0, 1.0]])
+    """
+    try:
+        content = encode_heatmap(read_heatmap(root / relpath))
+    except Exception as error:  # tifffile raises several types for damaged files
+        raise ValueError(f"{relpath}: not a readable float32 TIFF heatmap ({error})") from error
+    name = f"{relpath.rsplit('.', 1)[0]}-{_digest(content)}.png"
+    for base in (root, cache):
+        path = base / name
+        if path.is_file() and path.read_bytes() == content:
+            return path
+        try:
+            tmp = _tmp_path(path)
+            tmp.write_bytes(content)
+            os.replace(tmp, path)
+            return path
+        except PermissionError:
+            continue
+    raise PermissionError(f"{relpath}: cannot write its PNG beside it nor under {cache}")
 
 
 def _tmp_path(path: Path) -> Path:

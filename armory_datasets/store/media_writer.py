@@ -51,11 +51,9 @@ class MediaWriter:
         }
 
     def write_heatmap(self, field: str, chain: str, sample_index: int, heatmap: np.ndarray) -> str:
-        """Write a float32 TIFF heatmap; return its path relative to the export."""
-        relpath = media.heatmap_relpath(field, chain, int(sample_index))
+        """Write a 16-bit PNG heatmap (``media.write_heatmap``); return its path relative to the export."""
         self.prepare()
-        media.write_heatmap(self.export_dir / relpath, heatmap)
-        return relpath
+        return media.write_heatmap(self.export_dir, field, chain, int(sample_index), heatmap)
 
     def end_batch(self) -> None:
         """Forget which images this batch wrote (each batch holds a sample once per chain)."""

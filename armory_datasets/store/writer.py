@@ -325,13 +325,14 @@ class ExportWriter:
         self._pending.append(Contribution(exporter_name, chain, indices, int(batch), positions, columns))
 
     def write_heatmap(self, field: str, chain: str, sample_index: int, heatmap: np.ndarray) -> str:
-        """Write a record's float32 TIFF heatmap; return its path for the ``{field}_path`` column.
+        """Write a record's 16-bit PNG heatmap (``media.write_heatmap``); return its path for
+        the ``{field}_path`` column.
 
         Example:
             >>> import tempfile
             >>> w = ExportWriter(Path(tempfile.mkdtemp()) / "e", {"name": "x"}, fiftyone=False)
-            >>> w.write_heatmap("captum", "benign", 0, np.zeros((2, 2)))
-            'media/heatmaps/captum/benign/00000000.tif'
+            >>> w.write_heatmap("captum", "benign", 0, np.zeros((2, 2)))[:38]
+            'media/heatmaps/captum/benign/00000000-'
         """
         return self.media.write_heatmap(field, chain, sample_index, heatmap)
 
