@@ -1,7 +1,7 @@
 """Saliency benchmarks, measured side by side in one run on one thread; prints a table and the targets.
 
 1. Integrated Gradients (n_steps=50) of 16 digits at 64 x 64, batched, each map written as a
-   float32 TIFF, vs upstream's way: one sample at a time, then Captum's blended_heat_map
+   16-bit PNG (``store.media.write_heatmap``), vs upstream's way: one sample at a time, then Captum's blended_heat_map
    matplotlib figure saved as PNG (target: >= 3x faster per sample). Upstream also ran
    Captum with internal_batch_size=1; the ratio uses the faster internal_batch_size=None.
 2. D-RISE with 1,000 masks on a 64 x 96 canvas, batched (64 masks per detector call) vs the
@@ -71,11 +71,11 @@ def memory_mb(field: str) -> float:
 
 
 def ig_ours(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, out: Path) -> None:
-    import tifffile
+    from armory_datasets.store.media import write_heatmap
 
     maps = CaptumSaliency(model, n_steps=N_STEPS).attribute(images, labels, normalize=normalize_digits).maps
     for i, saliency in enumerate(maps):
-        tifffile.imwrite(out / f"{i:08d}.tif", saliency)
+        write_heatmap(out, "ig", "benign", i, saliency)
 
 
 def ig_upstream(
@@ -124,7 +124,7 @@ def bench_integrated_gradients() -> list[tuple[str, float, float, float, str]]:
             )
         )
     return [
-        ("IG+TIFF vs per-sample IG+PNG figure (s/sample)", ours, upstream, 3.0, "x"),
+        ("IG+PNG16 vs per-sample IG+PNG figure (s/sample)", ours, upstream, 3.0, "x"),
         ("  same, upstream's internal_batch_size=1", ours, upstream_ibs1, float("nan"), "x"),
     ]
 

@@ -5,7 +5,7 @@ Trains the tiny CNN of ``armory_datasets.demo.digits`` on scikit-learn's bundled
 ``fgsm`` (epsilon 8/255), and exports the selected samples of both chains into one
 directory (Parquet table, PNGs, manifest) and a FiftyOne dataset; the sampled digits 6
 and 3 also get saliency maps (Captum gradients, Integrated Gradients and GradCAM, xaitk
-sliding windows) as float32 TIFF heatmaps. Then it queries the export with pandas,
+sliding windows) as 16-bit PNG heatmaps the FiftyOne App draws. Then it queries the export with pandas,
 DuckDB and FiftyOne.
 
 Run it (``./dev example`` does this)::
@@ -174,12 +174,12 @@ def print_report(result: EvaluationResult, epsilon: float) -> None:
 
     explained = export.to_pandas(where="captum_ig_path != ''", columns=[
         "chain", "sample_index", "target", "prediction", "captum_ig_path", "captum_ig_delta"])
-    print(f"\nSaliency maps (float32 TIFFs) of {len(explained)} records, e.g. "
+    print(f"\nSaliency maps (16-bit PNGs) of {len(explained)} records, e.g. "
           f"export.to_pandas(where=\"captum_ig_path != ''\"); first 5:")
     print(_indent(explained.head().round(4).to_string(index=False)))
     heatmaps = dataset.exists("captum_ig")
     print(f"FiftyOne: dataset.exists('captum_ig').count() = {heatmaps.count()}; "
-          f"sample['captum_ig'].get_map() gives the float32 map")
+          f"armory_datasets.store.media.read_heatmap(path) gives the float32 map")
 
     print(f"\nOpen it in the FiftyOne App: armory-datasets app {result.export_dir}")
 

@@ -6,7 +6,7 @@ chains, ``benign`` and ``noise`` (Gaussian pixel noise, a perturbation written h
 few lines), and exports the selected images with their ground-truth and predicted boxes
 (scores >= 0.5) and per-image detection metrics into one directory and a FiftyOne dataset.
 Benign images with a missed digit also get a D-RISE saliency map for every true and
-predicted box (float32 TIFF heatmaps linked to their boxes).
+predicted box (16-bit PNG heatmaps linked to their boxes).
 
 Run it::
 

@@ -105,16 +105,17 @@ def media_box(driver: Any) -> tuple[int, int, int, int]:
 
 
 def settled(driver: Any, differs_from: np.ndarray | None = None) -> np.ndarray:
-    """A screenshot once the page stops changing (and, if given, differs from ``differs_from``)."""
+    """A screenshot once the page has not changed for 3 s (and, if given, differs from
+    ``differs_from``)."""
     deadline = time.monotonic() + RENDER_TIMEOUT
-    last = screenshot(driver)
+    shots = [screenshot(driver)]
     while time.monotonic() < deadline:
         time.sleep(1.5)
-        shot = screenshot(driver)
-        if np.array_equal(shot, last) and (differs_from is None or changed(shot, differs_from).any()):
-            return shot
-        last = shot
-    return last
+        shots = [*shots[-2:], screenshot(driver)]
+        still = len(shots) == 3 and all(np.array_equal(shot, shots[-1]) for shot in shots)
+        if still and (differs_from is None or changed(shots[-1], differs_from).any()):
+            return shots[-1]
+    return shots[-1]
 
 
 def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -123,7 +124,7 @@ def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def coloured(pixels: np.ndarray) -> np.ndarray:
     """Pixels far from grey (the digit images are grey)."""
-    return (pixels.max(axis=2).astype(np.int16) - pixels.min(axis=2)) > 60
+    return (pixels.max(axis=2).astype(np.int16) - pixels.min(axis=2)) > 30
 
 
 def open_modal(driver: Any, url: str, name: str, sample_id: str) -> None:
@@ -132,8 +133,10 @@ def open_modal(driver: Any, url: str, name: str, sample_id: str) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(f"{url}datasets/{name}?id={sample_id}")
-    WebDriverWait(driver, RENDER_TIMEOUT).until(EC.presence_of_element_located(
-        (By.CSS_SELECTOR, '[data-cy="modal"] [data-cy="checkbox-ground_truth"]')))
+    for selector in ('[data-cy="modal"] [data-cy="checkbox-ground_truth"]',
+                     '[data-cy="modal-looker-container"] canvas[canvas-loaded="true"]'):
+        WebDriverWait(driver, RENDER_TIMEOUT).until(
+            EC.presence_of_element_located((By.CSS_SELECTOR, selector)))
 
 
 def untick(driver: Any, *fields: str) -> None:
