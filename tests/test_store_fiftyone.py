@@ -141,7 +141,7 @@ def test_saliency_path_columns_become_heatmaps(tmp_path):
     assert np.abs(read_heatmap(sample.ig.map_path) - heat).max() <= 34.0 / HEATMAP_LEVELS * 0.5001  # half a level
 
 
-def test_format_1_tiff_maps_get_png_maps_when_the_dataset_is_rebuilt(tmp_path):
+def test_older_tiff_maps_get_png_maps_when_the_dataset_is_rebuilt(tmp_path):
     """Exports written before 16-bit PNG maps hold float32 TIFFs, which the App cannot decode."""
     import tifffile
 

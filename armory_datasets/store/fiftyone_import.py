@@ -8,7 +8,7 @@ One sample per table row, with fields at the FiftyOne paths of the vocabulary:
 the same name; a saliency column ``{field}_path`` also gets an ``fo.Heatmap`` ``{field}``
 on its 16-bit PNG with ``range=[0, 65535]`` (the App compares the decoded levels with
 ``range``; values are ``{field}_min + level / 65535 * ({field}_max - {field}_min)``).
-A format-1 export's float32 TIFF maps, which the App cannot decode, get such a PNG
+An older export's float32 TIFF maps, which the App cannot decode, get such a PNG
 beside them (or, in a read-only directory, in ``~/.cache/armory_datasets``).
 
 The App shows the dataset with sidebar groups ``labels``, ``heatmaps``, ``metrics``
@@ -370,7 +370,7 @@ class _DocumentBuilder:
                               "range": [0, media.HEATMAP_LEVELS]}
 
     def _app_map(self, field: str, doc: dict[str, Any], relpath: str) -> Path:
-        """The PNG the App draws for a record's map (a format-1 TIFF gets one beside it)."""
+        """The PNG the App draws for a record's map (an older export's TIFF gets one beside it)."""
         if ".." in relpath.split("/") or "\\" in relpath:
             raise ValueError(f"{field}_path of record {doc.get('record_key')!r}: got {relpath!r}; "
                              f"expected a path inside {_HEATMAP_PREFIX} without '..'")

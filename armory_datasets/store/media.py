@@ -7,7 +7,7 @@ the map's min and max, kept in the PNG's ``armory_datasets:range`` text chunk (a
 the table's ``{field}_min``/``{field}_max``); values come back within ``(high - low)
 / 131070`` (under 1e-5 of the range). The file name ends in a hash of the file's
 bytes, so a rewritten map never reuses a name the browser may have cached. Exports
-written before (format 1) hold float32 TIFFs; ``read_heatmap`` reads both.
+written before hold float32 TIFFs; ``read_heatmap`` reads both.
 
 Every file is written to ``{path}.tmp`` and renamed into place (``os.replace``), so a
 reader or a resumed export never sees a half-written file under its final name.
@@ -140,7 +140,7 @@ def write_heatmap(root: Path, field: str, chain: str, sample_index: int, heatmap
 
 
 def read_heatmap(path: Path) -> np.ndarray:
-    """A heatmap's float32 values: a 16-bit PNG of this module, or a format-1 float32 TIFF.
+    """A heatmap's float32 values: a 16-bit PNG of this module, or an older export's float32 TIFF.
 
     Raises ValueError naming the file when it is neither (a reader treats the directory
     as untrusted input).
@@ -172,7 +172,7 @@ def read_heatmap(path: Path) -> np.ndarray:
 
 
 def legacy_heatmap_cache(export_id: str) -> Path:
-    """Where PNGs of a read-only format-1 export's TIFF maps go: ``~/.cache/armory_datasets``
+    """Where PNGs of a read-only older export's TIFF maps go: ``~/.cache/armory_datasets``
     (``$XDG_CACHE_HOME``), one folder per export id (a hash of it when not a plain name).
 
     Example:
@@ -185,7 +185,7 @@ def legacy_heatmap_cache(export_id: str) -> Path:
 
 
 def legacy_heatmap_png(root: Path, relpath: str, cache: Path) -> Path:
-    """The 16-bit PNG of a format-1 float32 TIFF map ``root/relpath``, written once beside
+    """The 16-bit PNG of an older export's float32 TIFF map ``root/relpath``, written once beside
     it as ``{name}-{hash}.png``, or under ``cache`` when ``root`` is read-only.
 
     Example:
