@@ -158,9 +158,12 @@ def read_heatmap(path: Path) -> np.ndarray:
         return np.asarray(tifffile.imread(path), dtype=np.float32)
     from PIL import Image
 
-    with Image.open(path) as image:
-        text = getattr(image, "text", {}).get(HEATMAP_RANGE_KEY)
-        levels = np.asarray(image)
+    try:
+        with Image.open(path) as image:
+            text = getattr(image, "text", {}).get(HEATMAP_RANGE_KEY)
+            levels = np.asarray(image)
+    except (OSError, SyntaxError) as error:  # PIL's errors for a foreign or damaged file
+        raise ValueError(f"{path}: not a readable heatmap PNG ({error})") from error
     try:
         low, high = (float(v) for v in text.split())
     except (AttributeError, ValueError):
