@@ -170,7 +170,7 @@ def test_a_heatmap_path_leaving_the_export_is_refused(tmp_path, path):
                    image=np.zeros((5, 7, 3), np.uint8))
     with pytest.raises(ValueError, match=r"ig_path of record 'benign/0': got .*; expected a path "
                                          r"inside media/heatmaps/ without '\.\.'"):
-        build_fiftyone_dataset(tmp_path / "e", name="hostile", overwrite=True)
+        build_fiftyone_dataset(tmp_path / "e", name=f"hostile-{tmp_path.name}", overwrite=True)
 
 
 def test_app_config_groups_and_ticks_labels_and_heatmaps(tmp_path):
