@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 
 from armory_datasets.extras import require
+from armory_datasets.store.media import read_heatmap  # 16-bit PNG maps, and older float TIFFs
 
 if TYPE_CHECKING:
     from armory_datasets.reading import Export, Where
@@ -50,33 +50,6 @@ def heatmap_fields(schema: pa.Schema) -> list[str]:
     return [name[: -len("_path")] for name in schema.names
             if name.endswith("_path") and name not in VOCABULARY
             and name[: -len("_path")] not in names]
-
-
-def read_heatmap(path: Any, low: float | None = None, high: float | None = None) -> np.ndarray:
-    """The float32 values of a map file: a float TIFF as stored, or an integer PNG
-    scaled to ``[low, high]`` (0 -> low, the type's maximum -> high).
-
-    Example:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> from armory_datasets.store.media import write_heatmap
-        >>> path = Path(tempfile.mkdtemp()) / "m.tif"
-        >>> write_heatmap(path, np.eye(2))
-        >>> read_heatmap(path).tolist()
-        [[1.0, 0.0], [0.0, 1.0]]
-    """
-    if str(path).lower().endswith((".tif", ".tiff")):
-        import tifffile
-
-        return tifffile.imread(path).astype(np.float32)
-    from PIL import Image
-
-    with Image.open(path) as image:
-        pixels = np.asarray(image)
-    top = np.iinfo(pixels.dtype).max if pixels.dtype.kind in "ui" else 1.0
-    low = 0.0 if low is None else low
-    high = float(top) if high is None else high
-    return (low + (high - low) * pixels.astype(np.float64) / top).astype(np.float32)
 
 
 def features(schema: pa.Schema, class_names: list[str], map_shapes: dict[str, Any]) -> Any:
@@ -134,10 +107,8 @@ def to_hf(export: Export, where: Where = None, heatmaps: bool = True) -> Any:
                                     pa.string())
     map_shapes: dict[str, Any] = {}
     for field in heatmap_fields(table.schema) if heatmaps else []:
-        lows = columns.get(f"{field}_min", pa.nulls(table.num_rows)).to_pylist()
-        highs = columns.get(f"{field}_max", pa.nulls(table.num_rows)).to_pylist()
-        maps = [None if path is None else read_heatmap(root / path, low, high)
-                for path, low, high in zip(columns[f"{field}_path"].to_pylist(), lows, highs)]
+        maps = [None if path is None else read_heatmap(root / path)
+                for path in columns[f"{field}_path"].to_pylist()]
         shapes = {m.shape for m in maps if m is not None}
         map_shapes[field] = shapes.pop() if len(shapes) == 1 else None
         columns[field] = pa.array([None if m is None else m.tolist() for m in maps],
