@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,8 +59,30 @@ def launch_export_app(export: Export, where: Where = None, port: int = DEFAULT_P
     fo = import_fiftyone()
     # Given a view alone, FiftyOne ignores its dataset's colour scheme; pass it on.
     colors = fo.load_dataset(view.dataset_name).app_config.color_scheme
-    return fo.launch_app(view=view, port=port, address=address, remote=True, auto=False,
-                         color_scheme=colors)
+    session = fo.launch_app(view=view, port=port, address=address, remote=True, auto=False,
+                            color_scheme=colors)
+    _wait_until_connected(session, address, port)
+    return session
+
+
+def _wait_until_connected(session: Any, address: str, port: int, timeout: float = 60.0) -> None:
+    """Return once the session has handed its state to the server.
+
+    FiftyOne's session client first pings the server, and when the server is not up yet
+    it retries 10 s later; its state (the view) reaches the server only then, and resets
+    any browser already open (a modal opened meanwhile closes). No public API says when
+    it is done, so this reads the client's private ``_connected`` flag, False while it
+    waits to retry.
+    """
+    deadline = time.monotonic() + timeout
+    while not _answers(address, port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # a first ping that failed has set the flag by now
+    client = getattr(session, "_client", None)
+    while client is not None and not getattr(client, "_connected", True) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the subscription request follows the flag
 
 
 def check_port_free(address: str, port: int) -> None:
