@@ -29,14 +29,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from armory_datasets.criteria import CriteriaSyntaxError, Criterion, parse
 from armory_datasets.criteria.to_sql import quote_identifier, sql_literal
 from armory_datasets.schema import VOCABULARY, parse_arrow_type
-from armory_datasets.store.manifest import MANIFEST_FILE, read_manifest
-from armory_datasets.store.parquet_writer import part_paths, unified_schema
+from armory_datasets.store.manifest import MANIFEST_FILE, SUPPORTED_VERSIONS, read_manifest
+from armory_datasets.store.parquet_writer import TABLE_METADATA
+from armory_datasets.untrusted import DamagedExportError, damaged, inside_export
 
-__all__ = ["CriterionError", "Export", "IncompleteExportWarning", "UnknownColumnError", "open_export"]
+__all__ = ["CriterionError", "DamagedExportError", "Export", "IncompleteExportWarning",
+           "UnknownColumnError", "listed_parts", "open_export", "part_schema"]
 
 SQL_VIEW = "samples"
 """Name of the DuckDB view over the export's table in :meth:`Export.sql`."""
@@ -109,12 +112,13 @@ class Export:
             raise FileNotFoundError(f"{path}: no {MANIFEST_FILE}; expected an export directory "
                                     f"written by armory_datasets")
         self.manifest: dict[str, Any] = manifest
-        self.parts = part_paths(self.path / manifest["table"]["dir"])
-        found = {p.name for p in self.parts}
-        missing = [name for name in manifest["table"]["parts"] if name not in found]
+        self.parts = listed_parts(self.path, manifest)
+        missing = [p.name for p in self.parts if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{path}: table parts {missing} listed in {MANIFEST_FILE} are "
-                                    f"missing; expected a complete copy of the export directory")
+                                    f"missing; expected a complete copy of the export directory "
+                                    f"(`armory-datasets verify {self.path}` lists the damage)")
+        self._part_schemas = [part_schema(p, self.path) for p in self.parts]
         if manifest["status"] != "complete":
             warnings.warn(f"{path}: export {self.export_id} is incomplete (status "
                           f"{manifest['status']!r}): reading its {len(self.parts)} finished table "
@@ -137,9 +141,12 @@ class Export:
     @cached_property
     def schema(self) -> pa.Schema:
         """The unified schema of all parts (the vocabulary and dynamic columns if none yet)."""
-        schema = unified_schema(self.path / self.manifest["table"]["dir"])
-        if schema is not None:
-            return schema
+        if self._part_schemas:
+            try:
+                return pa.unify_schemas(self._part_schemas)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+                raise damaged(self.path / self.manifest["table"]["dir"],
+                              f"its parts disagree on column types ({error})", self.path) from None
         dynamic = [pa.field(c["name"], parse_arrow_type(c["arrow_type"]))
                    for c in self.manifest["dynamic_columns"]]
         return pa.schema(list(VOCABULARY.arrow_schema()) + dynamic)
@@ -190,13 +197,29 @@ class Export:
         return list(columns)
 
     def _scan(self, where: Where, run: Callable[[Any], Any]) -> Any:
-        """``run(filter expression)``, turning Arrow's type errors into CriterionError."""
+        """``run(filter expression)``: Arrow's type errors become CriterionError, and a part
+        that fails to decode a DamagedExportError naming it."""
         criterion = self.criterion(where)
+        expression = None if criterion is None else criterion.to_arrow()
+        if expression is not None:
+            try:  # binds the filter to the schema: a type error is the criterion's
+                ds.dataset(self.schema.empty_table()).to_table(filter=expression)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+                raise CriterionError(f"where: {criterion}: cannot be applied to this table: "
+                                     f"{error}") from None
         try:
-            return run(None if criterion is None else criterion.to_arrow())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
-            raise CriterionError(f"where: {criterion}: cannot be applied to this table: "
-                                 f"{error}") from None
+            return run(expression)
+        except (OSError, pa.ArrowException) as error:
+            raise self._damaged_part(error) from None
+
+    def _damaged_part(self, error: BaseException) -> DamagedExportError:
+        """The error naming the first part that fails a full read (``error`` if none does)."""
+        for part in self.parts:
+            try:
+                pq.read_table(part)
+            except (OSError, pa.ArrowException) as cause:
+                return damaged(part, f"cannot be read as Parquet ({cause})", self.path)
+        return damaged(self.path / self.manifest["table"]["dir"], error, self.path)
 
     def table(self, where: Where = None, columns: Sequence[str] | None = None,
               limit: int | None = None) -> pa.Table:
@@ -240,7 +263,8 @@ class Export:
     def task(self) -> str:
         """``"classification"`` (records have a ``target``) or ``"detection"`` (boxes only)."""
         def has_values(column: str) -> bool:
-            found = self.dataset.head(1, columns=[column], filter=pc.field(column).is_valid())
+            found = self._scan(None, lambda _: self.dataset.head(
+                1, columns=[column], filter=pc.field(column).is_valid()))
             return found.num_rows > 0
 
         if not has_values("target") and has_values("ground_truth_objects"):
@@ -250,7 +274,8 @@ class Export:
     @cached_property
     def chains(self) -> list[str]:
         """Chain names present in the table, sorted."""
-        return sorted(set(self.dataset.to_table(columns=["chain"]).column("chain").to_pylist()))
+        table = self._scan(None, lambda _: self.dataset.to_table(columns=["chain"]))
+        return sorted(set(table.column("chain").to_pylist()))
 
     # ------------------------------------------------------------------ DuckDB
 
@@ -413,6 +438,47 @@ class Export:
         from armory_datasets.convert import convert
 
         return convert(self, out, format, self.criterion(where), split, seed)
+
+
+def listed_parts(export_dir: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The table parts the manifest lists (never a stray file beside them), confined.
+
+    Example:
+        >>> listed_parts(Path("/e"), {"table": {"dir": "table", "parts": ["part-00000.parquet"]}})
+        [PosixPath('/e/table/part-00000.parquet')]
+    """
+    table = manifest["table"]
+    return [inside_export(export_dir, f"{table['dir']}/{name}", f"{MANIFEST_FILE} table.parts",
+                          under=f"{table['dir']}/") for name in table["parts"]]
+
+
+def part_schema(part: Path, export_dir: Path) -> pa.Schema:
+    """A part's schema from its footer, checked: readable, a known table version, and the
+    vocabulary's types; else DamagedExportError naming the part.
+
+    Example:
+        >>> part_schema(Path("/nonexistent.parquet"), Path("/"))
+        Traceback (most recent call last):
+        ...
+        armory_datasets.untrusted.DamagedExportError: /nonexistent.parquet: cannot be read as Parquet (Failed to open local file '/nonexistent.parquet'. Detail: [errno 2] No such file or directory); run `armory-datasets verify /` to list the damage and `--repair` to recover
+    """
+    try:
+        schema = pq.read_schema(part)
+    except (OSError, pa.ArrowException) as error:
+        raise damaged(part, f"cannot be read as Parquet ({error})", export_dir) from None
+    (key, _), = TABLE_METADATA.items()
+    version = (schema.metadata or {}).get(key)
+    supported = SUPPORTED_VERSIONS["table_version"]
+    if version is not None and version.decode(errors="replace") not in map(str, supported):
+        raise damaged(part, f"table version {version.decode(errors='replace')!r} is not "
+                      f"supported; this release reads table version "
+                      f"{', '.join(map(str, supported))}", export_dir)
+    for field in schema:
+        if field.name in VOCABULARY and not field.type.equals(VOCABULARY.columns[field.name].arrow_type):
+            raise damaged(part, f"column {field.name!r} has Arrow type {field.type}; expected "
+                          f"{VOCABULARY.columns[field.name].arrow_type} (schemas/table.v{VOCABULARY.version}.json)",
+                          export_dir)
+    return schema
 
 
 def _name_position(text: str, name: str) -> int | None:

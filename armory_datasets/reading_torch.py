@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +33,7 @@ require("torch", extra="torch", feature=__name__)  # before importing them
 import torch
 
 from armory_datasets.reading import UnknownColumnError
+from armory_datasets.untrusted import damaged, inside_export
 
 if TYPE_CHECKING:
     from armory_datasets.reading import Export, Where
@@ -82,10 +84,15 @@ class ExportTorchDataset(torch.utils.data.Dataset):
             expression = has_heatmap if expression is None else expression & has_heatmap
         table = export.dataset.to_table(columns=columns, filter=expression)
         self.records: pa.Table = table.select(["record_key", "chain", "sample_index"])
-        self._images: list[str] = table.column("image_path").to_pylist()
+        keys = table.column("record_key").to_pylist()
+        self._images: list[Path] = [
+            inside_export(self.root, p, f"record {k!r} image_path", "media/images/")
+            for k, p in zip(keys, table.column("image_path").to_pylist())]
         self._targets: list[Any] = table.column(self.target_column).to_pylist()
-        self._heatmaps: list[str] | None = (
-            table.column(columns[-1]).to_pylist() if with_heatmap is not None else None)
+        self._heatmaps: list[Path] | None = None if with_heatmap is None else [
+            inside_export(self.root, p, f"record {k!r} {columns[-1]}",
+                          f"media/heatmaps/{with_heatmap}/")
+            for k, p in zip(keys, table.column(columns[-1]).to_pylist())]
 
     def __len__(self) -> int:
         return len(self._images)
@@ -95,8 +102,12 @@ class ExportTorchDataset(torch.utils.data.Dataset):
 
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} records")
-        with Image.open(self.root / self._images[index]) as image:
-            pixels = np.asarray(image)
+        path = self._images[index]
+        try:
+            with Image.open(path) as image:
+                pixels = np.asarray(image)
+        except Exception as error:  # noqa: BLE001 -- decoders raise many types on damaged files
+            raise damaged(path, f"cannot be read as a PNG image ({error})", self.root) from None
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
         tensor = torch.from_numpy(pixels.transpose(2, 0, 1).copy()).float() / 255.0
@@ -104,11 +115,20 @@ class ExportTorchDataset(torch.utils.data.Dataset):
             tensor = self.transform(tensor)
         item: tuple[Any, ...] = (tensor, self._target(self._targets[index]))
         if self._heatmaps is not None:
-            from armory_datasets.store.media import read_heatmap
-
-            heatmap = read_heatmap(self.root / self._heatmaps[index])
-            item += (torch.from_numpy(heatmap),)
+            item += (torch.from_numpy(self._heatmap(self._heatmaps[index])),)
         return item
+
+    def _heatmap(self, path: Path) -> np.ndarray:
+        from armory_datasets.store.media import read_heatmap
+
+        try:
+            heatmap = read_heatmap(path)
+        except Exception as error:  # noqa: BLE001 -- decoders raise many types on damaged files
+            cause = str(error).removeprefix(f"{path}: ")
+            raise damaged(path, f"cannot be read as a heatmap ({cause})", self.root) from None
+        if heatmap.ndim != 2:
+            raise damaged(path, f"holds a map of shape {heatmap.shape}; expected (H, W)", self.root)
+        return heatmap
 
     def _target(self, value: Any) -> Any:
         if self.target_column == "target":

@@ -65,7 +65,7 @@ from armory_datasets.records.names import RESERVED_FIELDS
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store import media
 from armory_datasets.store.manifest import default_dataset_name, read_manifest
-from armory_datasets.store.parquet_writer import part_paths, unified_schema
+from armory_datasets.untrusted import inside_export
 
 BY_SAMPLE_VIEW = "by_sample"
 INSERT_BATCH = 2048
@@ -261,8 +261,11 @@ def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, over
     dataset.info = {"export_dir": str(export_dir), "export_id": manifest["export_id"],
                     "evaluation": manifest["evaluation"]}
     dataset.media_type = "image"
-    schema = unified_schema(export_dir / "table") or pa.schema([])
-    builder = _DocumentBuilder(export_dir, schema, manifest["class_names"], dataset._doc.id,
+    from armory_datasets.reading import listed_parts, part_schema  # reading imports store
+
+    parts = listed_parts(export_dir, manifest)
+    schema = pa.unify_schemas([part_schema(p, export_dir) for p in parts]) if parts else pa.schema([])
+    builder = _DocumentBuilder(export_dir, schema, manifest["class_names"], dataset._doc.id, parts,
                                media.legacy_heatmap_cache(manifest["export_id"]))
     # Fixed-size batches keep memory flat (FiftyOne's default batcher grows them to 100k).
     foo.insert_documents(builder.documents(), dataset._sample_collection, progress=False,
@@ -283,8 +286,9 @@ class _DocumentBuilder:
     """Turns table rows into FiftyOne sample documents, noting which label kinds it made."""
 
     def __init__(self, export_dir: Path, schema: pa.Schema, class_names: list[str] | None,
-                 dataset_id: Any, cache_dir: Path) -> None:
+                 dataset_id: Any, parts: list[Path], cache_dir: Path) -> None:
         self.export_dir = export_dir
+        self.parts = parts
         self.cache_dir = cache_dir
         self.schema = schema
         self.class_names = class_names
@@ -296,10 +300,13 @@ class _DocumentBuilder:
 
         self.object_id = ObjectId
         names = set(schema.names)
+        # A heatmap field has the saliency columns ({field}_path, _min, _max): a metadata
+        # column such as `source_path` alone never becomes a media field by its name.
         self.heatmaps = {
             column[: -len("_path")]: column for column in schema.names
             if column.endswith("_path") and column not in VOCABULARY
             and column[: -len("_path")] not in names | RESERVED_FIELDS
+            and {f"{column[: -len('_path')]}_{end}" for end in ("min", "max")} <= names
         }
 
     def documents(self) -> Iterator[dict[str, Any]]:
@@ -308,7 +315,7 @@ class _DocumentBuilder:
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         setters = [(name, self._setter(name)) for name in self.schema.names]
         seen = self.seen
-        for path in part_paths(self.export_dir / "table"):
+        for path in self.parts:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=2048):
                 columns = batch.to_pydict()
                 for i in range(batch.num_rows):
@@ -330,8 +337,10 @@ class _DocumentBuilder:
         path = VOCABULARY.fiftyone_path(column)
         top, _, rest = path.partition(".")
         if column == "image_path":
-            root = f"{self.export_dir}{os.sep}"
-            return lambda doc, value: doc.__setitem__(path, root + value)
+            def set_filepath(doc: dict[str, Any], value: Any) -> None:
+                where = f"record {doc.get('record_key')!r} image_path"
+                doc[path] = str(inside_export(self.export_dir, value, where, "media/images/"))
+            return set_filepath
         if not rest:
             return lambda doc, value: doc.__setitem__(top, value)
         if top == "metadata":
@@ -364,19 +373,19 @@ class _DocumentBuilder:
                 label["label"] = self._class_name(label["class_index"])
         for field, column in self.heatmaps.items():
             path = columns[column][i]
-            if isinstance(path, str) and path.startswith(_HEATMAP_PREFIX):
+            if path is not None:
+                map_path = inside_export(self.export_dir, path, f"record {doc.get('record_key')!r} "
+                                         f"{column}", f"{_HEATMAP_PREFIX}{field}/")
                 doc[field] = {"_id": self.object_id(), "_cls": "Heatmap", "tags": [],
-                              "map_path": str(self._app_map(field, doc, path)),
+                              "map_path": str(self._app_map(map_path)),
                               "range": [0, media.HEATMAP_LEVELS]}
 
-    def _app_map(self, field: str, doc: dict[str, Any], relpath: str) -> Path:
-        """The PNG the App draws for a record's map (an older export's TIFF gets one beside it)."""
-        if ".." in relpath.split("/") or "\\" in relpath:
-            raise ValueError(f"{field}_path of record {doc.get('record_key')!r}: got {relpath!r}; "
-                             f"expected a path inside {_HEATMAP_PREFIX} without '..'")
-        if not relpath.endswith((".tif", ".tiff")):
-            return self.export_dir / relpath
-        return media.legacy_heatmap_png(self.export_dir, relpath, self.cache_dir)
+    def _app_map(self, path: Path) -> Path:
+        """The PNG the App draws for a record's (confined) map; an older export's TIFF gets one beside it."""
+        if path.suffix not in (".tif", ".tiff"):
+            return path
+        return media.legacy_heatmap_png(self.export_dir, path.relative_to(self.export_dir).as_posix(),
+                                        self.cache_dir)
 
 
 def _label(doc: dict[str, Any], field: str, builder: _DocumentBuilder) -> dict[str, Any]:

@@ -26,8 +26,11 @@ import pyarrow as pa
 
 from armory_datasets import __version__
 from armory_datasets.schema import SCHEMAS_DIR, VOCABULARY
+from armory_datasets.untrusted import DamagedExportError, damaged
 
 MANIFEST_FILE = "manifest.json"
+SUPPORTED_VERSIONS = {"manifest_version": (1,), "table_version": (1,)}
+"""The manifest and table versions this release reads (a new schema version adds its number)."""
 MANIFEST_SCHEMA_FILE = SCHEMAS_DIR / "manifest.v1.json"
 IMAGES_PATTERN = "media/images/{chain}/{sample_index:08d}.png"
 HEATMAPS_PATTERN = "media/heatmaps/{field}/{chain}/{sample_index:08d}-{sha256_16}.png"
@@ -147,25 +150,66 @@ def validate_manifest(doc: dict[str, Any]) -> None:
         ...
         ValueError: manifest: 'manifest_version' is a required property (at <root>)
     """
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.path))
+    errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.path])
     if errors:
         error = errors[0]
         where = "/".join(str(p) for p in error.path) or "<root>"
         raise ValueError(f"manifest: {error.message} (at {where})")
 
 
+class UnsupportedVersionError(DamagedExportError):
+    """A manifest or table of a version this release does not read (newer, or unknown).
+
+    Example:
+        >>> check_versions({"manifest_version": 1, "table_version": 7}, Path("/e/manifest.json"))
+        Traceback (most recent call last):
+        ...
+        armory_datasets.store.manifest.UnsupportedVersionError: /e/manifest.json: table_version 7 is not supported; this release reads table_version 1 (upgrade armory_datasets to read newer exports)
+    """
+
+
+def check_versions(doc: Any, path: Path) -> None:
+    """Refuse a manifest whose ``manifest_version`` or ``table_version`` is not supported.
+
+    Example:
+        >>> check_versions({"manifest_version": 1, "table_version": 1}, Path("manifest.json"))
+    """
+    if not isinstance(doc, dict):
+        return  # not an object: the schema check names it
+    for key, supported in SUPPORTED_VERSIONS.items():
+        found = doc.get(key)
+        if key in doc and found not in supported:
+            raise UnsupportedVersionError(
+                f"{path}: {key} {found!r} is not supported; this release reads {key} "
+                f"{', '.join(map(str, supported))} (upgrade armory_datasets to read newer "
+                f"exports)", path)
+
+
 def read_manifest(export_dir: Path) -> dict[str, Any] | None:
     """The validated manifest of an export directory, or None if it has none.
+
+    An unreadable, truncated or invalid manifest raises :class:`DamagedExportError`
+    naming the file; an unknown version :class:`UnsupportedVersionError`.
 
     Example:
         >>> read_manifest(Path("/nonexistent")) is None
         True
     """
     path = Path(export_dir) / MANIFEST_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
-    doc = json.loads(path.read_text())
-    validate_manifest(doc)
+    if path.is_symlink() or not path.is_file():
+        raise damaged(path, "not a regular file (a symlink or folder); expected the export's "
+                      "JSON manifest", Path(export_dir))
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise damaged(path, f"not a readable JSON manifest ({error})", Path(export_dir)) from None
+    check_versions(doc, path)
+    try:
+        validate_manifest(doc)
+    except ValueError as error:
+        raise damaged(path, error, Path(export_dir)) from None
     return doc
 
 

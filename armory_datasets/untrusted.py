@@ -1,0 +1,91 @@
+"""Reading an export directory as untrusted input: confined paths, errors that name the file.
+
+Every path taken from an export (table, manifest, FiftyOne fields) goes through
+:func:`inside_export`, the one confinement rule of every read path (``torch_dataset``,
+``fiftyone()``, the FiftyOne rebuild, ``pack_export``, the App): a relative path without
+``..``, under the expected folder, that still lies inside the export once symlinks are
+resolved. A file that cannot be read gives a :class:`DamagedExportError` naming it and
+suggesting ``armory-datasets verify``.
+
+Example:
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> inside_export(root, "media/images/benign/00000001.png", "record 'benign/1' image_path").name
+    '00000001.png'
+    >>> inside_export(root, "../outside.png", "record 'benign/1' image_path")
+    Traceback (most recent call last):
+    ...
+    armory_datasets.untrusted.UnsafePathError: record 'benign/1' image_path: '../outside.png' leaves the export directory; expected a relative path inside it, under media/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+__all__ = ["DamagedExportError", "UnsafePathError", "damaged", "inside_export"]
+
+
+class UnsafePathError(ValueError):
+    """A path taken from an export points outside it (absolute, ``..``, or through a symlink).
+
+    Example:
+        >>> str(UnsafePathError("record 'a/1' image_path: '/etc/passwd' leaves the export"))
+        "record 'a/1' image_path: '/etc/passwd' leaves the export"
+    """
+
+
+class DamagedExportError(ValueError):
+    """A file of an export cannot be read as what it should be; ``path`` names it.
+
+    Example:
+        >>> str(damaged(Path("/e/table/part-00000.parquet"), "truncated", Path("/e")))
+        '/e/table/part-00000.parquet: truncated; run `armory-datasets verify /e` to list the damage and `--repair` to recover'
+    """
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+def damaged(path: Path, cause: object, export_dir: Path) -> DamagedExportError:
+    """A :class:`DamagedExportError` naming ``path`` and ``cause``, suggesting ``verify``.
+
+    Example:
+        >>> damaged(Path("/e/manifest.json"), "empty file", Path("/e")).path
+        PosixPath('/e/manifest.json')
+    """
+    cause = " ".join(str(cause).split()) or type(cause).__name__
+    return DamagedExportError(
+        f"{path}: {cause}; run `armory-datasets verify {export_dir}` to list the damage and "
+        f"`--repair` to recover", path)
+
+
+def inside_export(root: Path, relative: object, what: str, under: str = "media/") -> Path:
+    """The absolute path of ``relative`` (a path read from the export at ``root``), confined.
+
+    ``what`` names the record and field in the error; ``under`` is the folder the path
+    must start with. Raises :class:`UnsafePathError` for anything else: not a string,
+    empty, absolute, backslashes, ``..`` or ``.`` parts, NUL bytes, another folder, or a
+    symlink that resolves outside ``root``.
+
+    Example:
+        >>> inside_export(Path("/e"), "media/heatmaps/../..", "record 'a/1' x_path")
+        Traceback (most recent call last):
+        ...
+        armory_datasets.untrusted.UnsafePathError: record 'a/1' x_path: 'media/heatmaps/../..' leaves the export directory; expected a relative path inside it, under media/
+    """
+    expected = f"expected a relative path inside it, under {under}"
+    if not isinstance(relative, str) or not relative:
+        raise UnsafePathError(f"{what}: got {relative!r}; {expected}")
+    parts = relative.split("/")
+    if ("\\" in relative or "\x00" in relative or relative.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)):
+        raise UnsafePathError(f"{what}: {relative!r} leaves the export directory; {expected}")
+    if not PurePosixPath(relative).as_posix().startswith(under):
+        raise UnsafePathError(f"{what}: {relative!r} is not under {under}; {expected}")
+    root = Path(root).resolve()
+    path = root.joinpath(*parts)
+    if not path.resolve().is_relative_to(root):
+        raise UnsafePathError(f"{what}: {relative!r} resolves to {path.resolve()}, outside the "
+                              f"export directory (a symlink?); {expected}")
+    return path
