@@ -20,7 +20,10 @@ INT_COLUMNS = {"target": (0, 9), "prediction": (0, 9), "sample_index": (0, 60),
                "batch": (0, 12), "position": (0, 9)}
 FLOAT_COLUMNS = {"confidence": (0.0, 1.0), "score": (-1.0, 1.0)}
 BOOL_COLUMNS = ("correct",)
-STRING_COLUMNS = {"chain": CHAINS, "split": ("train", "test", "val")}
+STRING_COLUMNS = {"chain": CHAINS, "split": ("train", "$split", "it's \"x\"")}
+HOSTILE_STRINGS = ("$chain", "$split", "$$ROOT", "$ground_truth.class_index", "chain",
+                   "ground_truth.label", "it's \"x\"", "'", '"', "`split`", "a.b", "other")
+"""String literals a backend could misread: field references, quotes, field paths."""
 
 
 @dataclass
@@ -116,7 +119,7 @@ def _literal_for(column: str):
                          st.floats(low, high, allow_nan=False).map(lambda x: round(x, 2)))
     if column in BOOL_COLUMNS:
         return st.booleans()
-    return st.sampled_from(STRING_COLUMNS[column] + ("other",))
+    return st.sampled_from(STRING_COLUMNS[column] + HOSTILE_STRINGS)
 
 
 COLUMNS = tuple(INT_COLUMNS) + tuple(FLOAT_COLUMNS) + BOOL_COLUMNS + tuple(STRING_COLUMNS)

@@ -167,3 +167,25 @@ def test_object_criteria_say_they_are_not_compiled_for_polars_and_spark_yet():
         criterion.to_polars()
     with pytest.raises(ValueError, match="not yet for Spark SQL"):
         criterion.to_spark_sql()
+
+
+@pytest.mark.parametrize("text", [
+    'chain == "$chain"', 'chain != "$chain"', 'chain in ["$chain", "$split"]',
+    'split == "$split"', 'split != "$split"', "split == 'it\\'s \"x\"'", 'split in ["$$ROOT"]',
+    'split == "ground_truth.label"', 'split == "$ground_truth.class_index"',
+])
+def test_string_literals_are_literals_in_every_backend(fiftyone_tables, text, tmp_path):
+    """Issue 12: `chain == "$chain"` selected 0 records in pyarrow/DuckDB but 100 in FiftyOne."""
+    from armory_datasets.criteria import parse
+
+    criterion = parse(text)
+    table, dataset = fiftyone_tables[1]
+    expected = export_time_keys(table, criterion)
+    path = tmp_path / "part-00000.parquet"
+    pq.write_table(table.table, path)
+    assert arrow_keys(path, criterion) == expected
+    assert duckdb_keys(path, criterion) == expected
+    assert polars_keys(path, criterion) == expected
+    assert set(dataset.match(criterion.to_fiftyone()).values("record_key")) == expected
+    if text.startswith("split ==") and "$split" in text:
+        assert 0 < len(expected) < table.table.num_rows  # the rows whose split is "$split"

@@ -3,7 +3,9 @@
 Column names map to FiftyOne field paths through the one vocabulary
 (``target`` is ``ground_truth.class_index``, ...). MongoDB orders null below every
 number, so comparisons on nullable columns first require the value to exist: a null
-compares false, as at export time and in the other backends.
+compares false, as at export time and in the other backends. String literals go through
+``$literal`` (``F.literal``), so ``chain == "$chain"`` compares with the text "$chain"
+rather than with the field ``chain``, as in pyarrow and SQL.
 
 Object criteria filter the record's raw list of boxes (``F("predicted_objects")``, the
 same fields as the table) with ``filter``: inside it ``F("score")`` is the box's field.
@@ -49,6 +51,8 @@ def _value(node: Value, F: Any) -> Any:
             return lists.is_array().if_else(kept, None)
         case Field():
             return F(VOCABULARY.fiftyone_path(node.require_name()))
+        case Literal(value=str() as value):
+            return F.literal(value)  # else MongoDB reads "$name" as a field path
         case Literal(value=value):
             return value
         case Arith(op="+"):
@@ -113,7 +117,8 @@ def _compile(node: Criterion, F: Any, Expression: Any) -> Any:
         case IsIn(value=value, options=options):
             if not options:
                 return Expression(False)
-            return _leaf(node, _value(value, F).is_in(list(options)), F)
+            # $literal: else MongoDB reads an option "$name" as a field path
+            return _leaf(node, Expression({"$in": [_value(value, F), F.literal(list(options))]}), F)
         case IsClose():
             distance = (_value(node.value, F) - node.target).abs()
             return _leaf(node, distance <= node.tolerance, F)
