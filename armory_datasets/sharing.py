@@ -3,9 +3,13 @@
 The archive (``.tar.gz``/``.tgz`` or ``.zip``, by its suffix) holds one top-level folder
 named after the export directory with ``manifest.json``, the finished ``table/`` parts
 and ``media/``, all at relative paths: ``tar xzf`` or ``unzip`` anywhere gives a
-working export, and ``open_export`` rebuilds its FiftyOne dataset there. Unpacking
-refuses absolute paths, ``..``, links and devices, and extracts atomically (to a
-temporary sibling of ``dest``, then renamed).
+working export, and ``open_export`` rebuilds its FiftyOne dataset there.
+
+Packing never follows a symlink: it refuses one, naming it. Unpacking treats the archive
+as untrusted: it refuses absolute paths, ``..``, links and devices, stops at
+:class:`UnpackLimits` (total size, file count, compression ratio; counted on the bytes
+actually extracted, not on the archive's headers), opens the export before moving it
+into place, and on any failure leaves ``dest`` (and its parents) as they were.
 
 Example:
     >>> from armory_datasets.demo.tiny import tiny_export
@@ -19,19 +23,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from armory_datasets.reading import Export, open_export
 from armory_datasets.store.hf_card import CARD_FILE
 from armory_datasets.store.manifest import MANIFEST_FILE
 from armory_datasets.store.media import TMP_SUFFIX
 
-__all__ = ["pack_export", "unpack_export"]
+__all__ = ["UnpackLimitError", "UnpackLimits", "pack_export", "unpack_export"]
 
 FORMATS = {".tar.gz": "tar", ".tgz": "tar", ".zip": "zip"}
 
@@ -51,19 +59,63 @@ def archive_format(archive: str | Path) -> str:
                      f"{', '.join(FORMATS)}")
 
 
+@dataclass(frozen=True)
+class UnpackLimits:
+    """What :func:`unpack_export` extracts at most; raise them for exports beyond these.
+
+    The defaults fit real exports with room to spare (PNGs and zstd Parquet barely
+    compress; a digits export packs at a ratio of about 3) and stop archive bombs.
+
+    Example:
+        >>> UnpackLimits(max_bytes=2**40).max_files
+        1000000
+    """
+
+    max_bytes: int = 256 * 2**30
+    """Total bytes extracted (256 GiB)."""
+    max_files: int = 1_000_000
+    """Number of files."""
+    max_ratio: float = 100.0
+    """Extracted bytes per byte of the archive (checked once 16 MiB are extracted)."""
+
+
+class UnpackLimitError(ValueError):
+    """The archive goes beyond :class:`UnpackLimits`; nothing was left at the destination."""
+
+
+_RATIO_GRACE = 16 * 2**20  # tiny archives of tiny exports may compress far better
+
+
+def _regular_file(path: Path, export: Export) -> Path:
+    """``path`` if it is a regular file; a symlink or device is refused, naming it."""
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        raise ValueError(f"{path}: is a symlink (to {os.readlink(path)!r}); pack_export never "
+                         f"follows links: replace it with the file itself")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: is not a regular file; expected only files in the export")
+    return path.relative_to(export.path)
+
+
 def _members(export: Export) -> Iterator[Path]:
     """The export's own files, relative to its directory (no half-written ``.tmp`` files)."""
-    yield Path(MANIFEST_FILE)
+    yield _regular_file(export.path / MANIFEST_FILE, export)
     if (export.path / CARD_FILE).is_file():
-        yield Path(CARD_FILE)
+        yield _regular_file(export.path / CARD_FILE, export)
     for part in export.parts:
-        yield part.relative_to(export.path)
+        yield _regular_file(part, export)
     media = export.path / "media"
+    if media.is_symlink():
+        raise ValueError(f"{media}: is a symlink; pack_export never follows links")
     for root, dirs, files in os.walk(media):
         dirs.sort()
+        for name in dirs:
+            if (Path(root) / name).is_symlink():
+                raise ValueError(f"{Path(root) / name}: is a symlink to a folder; pack_export "
+                                 f"never follows links: replace it with the folder itself")
         for name in sorted(files):
             if not name.endswith(TMP_SUFFIX):
-                yield (Path(root) / name).relative_to(export.path)
+                yield _regular_file(Path(root) / name, export)
 
 
 def pack_export(path: str | Path, archive: str | Path, allow_incomplete: bool = False) -> Path:
@@ -87,13 +139,14 @@ def pack_export(path: str | Path, archive: str | Path, allow_incomplete: bool = 
     top = PurePosixPath(export.path.name)
     tmp = archive.with_name(archive.name + TMP_SUFFIX)
     archive.parent.mkdir(parents=True, exist_ok=True)
+    members = list(_members(export))  # every link refused before anything is written
     if kind == "tar":
         with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
-            for member in _members(export):
+            for member in members:
                 tar.add(export.path / member, arcname=str(top / member.as_posix()), recursive=False)
     else:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zipped:
-            for member in _members(export):
+            for member in members:
                 zipped.write(export.path / member, str(top / member.as_posix()))
     os.replace(tmp, archive)
     return archive
@@ -120,10 +173,11 @@ class _Names:
         return PurePosixPath(*path.parts[1:]) if len(path.parts) > 1 else None
 
 
-def unpack_export(archive: str | Path, dest: str | Path) -> Export:
+def unpack_export(archive: str | Path, dest: str | Path, limits: UnpackLimits | None = None) -> Export:
     """Extract an archive made by :func:`pack_export` so that ``dest`` is the export; open it.
 
-    ``dest`` must not exist, or be an empty directory.
+    ``dest`` must not exist, or be an empty directory. ``limits`` bounds what is
+    extracted (default :class:`UnpackLimits`); on any failure ``dest`` is left as it was.
 
     Example:
         >>> from armory_datasets.demo.tiny import tiny_export
@@ -138,27 +192,75 @@ def unpack_export(archive: str | Path, dest: str | Path) -> Export:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(f"{dest}: exists and is not an empty directory; expected a new "
                               f"destination for the export")
+    created = [p for p in [*reversed(dest.parent.parents), dest.parent] if not p.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    budget = _Budget(archive, limits or UnpackLimits())
+    moved = False
     try:
-        if kind == "tar":
-            _extract_tar(archive, staging)
-        else:
-            _extract_zip(archive, staging)
+        try:
+            if kind == "tar":
+                _extract_tar(archive, staging, budget)
+            else:
+                _extract_zip(archive, staging, budget)
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as error:
+            raise ValueError(f"{archive}: not a readable {kind} archive ({error}); expected an "
+                             f"archive written by pack_export, copied whole") from None
+        except FileExistsError:
+            raise ValueError(f"{archive}: holds a file twice; expected an archive written by "
+                             f"pack_export") from None
         if not (staging / MANIFEST_FILE).is_file():
             raise ValueError(f"{archive}: no {MANIFEST_FILE} in its top-level folder; expected an "
                              f"archive written by pack_export")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            open_export(staging)  # a broken export never reaches dest
         staging.chmod(0o755)
         if dest.exists():
             dest.rmdir()
         os.replace(staging, dest)
+        moved = True
+        return open_export(dest)
     except BaseException:
+        if moved:
+            shutil.rmtree(dest, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in reversed(created):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise
-    return open_export(dest)
 
 
-def _extract_tar(archive: Path, staging: Path) -> None:
+class _Budget:
+    """Counts the files and bytes extracted against the limits."""
+
+    def __init__(self, archive: Path, limits: UnpackLimits) -> None:
+        self.archive, self.limits = archive, limits
+        self.size = max(archive.stat().st_size, 1)
+        self.files = self.bytes = 0
+
+    def file(self) -> None:
+        self.files += 1
+        if self.files > self.limits.max_files:
+            raise UnpackLimitError(f"{self.archive}: holds more than {self.limits.max_files} "
+                                   f"files; pass limits=UnpackLimits(max_files=...) to allow more")
+
+    def copy(self, source: IO[bytes], sink: IO[bytes]) -> None:
+        while chunk := source.read(2**20):
+            self.bytes += len(chunk)
+            if self.bytes > self.limits.max_bytes:
+                raise UnpackLimitError(
+                    f"{self.archive}: extracts to more than {self.limits.max_bytes} bytes; pass "
+                    f"limits=UnpackLimits(max_bytes=...) to allow more")
+            if self.bytes > _RATIO_GRACE and self.bytes > self.limits.max_ratio * self.size:
+                raise UnpackLimitError(
+                    f"{self.archive}: extracts to more than {self.limits.max_ratio:g} times its "
+                    f"size ({self.size} bytes), like an archive bomb; pass "
+                    f"limits=UnpackLimits(max_ratio=...) if it is a real export")
+            sink.write(chunk)
+
+
+def _extract_tar(archive: Path, staging: Path, budget: _Budget) -> None:
     names = _Names(archive)
     with tarfile.open(archive, "r:*") as tar:
         for member in tar:
@@ -168,13 +270,14 @@ def _extract_tar(archive: Path, staging: Path) -> None:
             if not member.isfile():
                 raise ValueError(f"{archive}: member {member.name!r} is a link or device; "
                                  f"expected regular files only")
+            budget.file()
             out = staging / target
             out.parent.mkdir(parents=True, exist_ok=True)
-            with tar.extractfile(member) as source, open(out, "wb") as sink:
-                shutil.copyfileobj(source, sink)
+            with tar.extractfile(member) as source, open(out, "xb") as sink:
+                budget.copy(source, sink)
 
 
-def _extract_zip(archive: Path, staging: Path) -> None:
+def _extract_zip(archive: Path, staging: Path, budget: _Budget) -> None:
     names = _Names(archive)
     with zipfile.ZipFile(archive) as zipped:
         for info in zipped.infolist():
@@ -184,7 +287,8 @@ def _extract_zip(archive: Path, staging: Path) -> None:
             if (info.external_attr >> 16) & 0o170000 not in (0, 0o100000):
                 raise ValueError(f"{archive}: member {info.filename!r} is a link or device; "
                                  f"expected regular files only")
+            budget.file()
             out = staging / target
             out.parent.mkdir(parents=True, exist_ok=True)
-            with zipped.open(info) as source, open(out, "wb") as sink:
-                shutil.copyfileobj(source, sink)
+            with zipped.open(info) as source, open(out, "xb") as sink:
+                budget.copy(source, sink)
