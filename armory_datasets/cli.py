@@ -15,6 +15,7 @@ Example::
     armory-datasets columns exports/digits-classification
     armory-datasets convert exports/digits-classification --format imagefolder --out digits-folders \\
         --where "chains(['fgsm']) & ~correct" --split 0.8,0.2
+    armory-datasets verify /data/digits --repair
 """
 
 from __future__ import annotations
@@ -335,6 +336,25 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ verify
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check the export against its manifest and the schemas (exit 1 if anything is wrong)."""
+    from armory_datasets.verify import verify_export
+
+    report = verify_export(args.path, repair=args.repair)
+    if args.json:
+        print(json.dumps({"path": str(report.export_dir), "ok": report.ok,
+                          "records": report.records, "repaired": report.repaired,
+                          "problems": [vars(p) for p in report.problems],
+                          "quarantined": report.quarantined,
+                          "lost_records": report.lost_records}, indent=2))
+    else:
+        print(report)
+    return 0 if report.ok else 1
+
+
 # ------------------------------------------------------------------------------ parser
 
 
@@ -422,6 +442,18 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("archive", help="archive to write (.tar.gz, .tgz or .zip)")
     pack.add_argument("--allow-incomplete", action="store_true",
                       help="pack an export whose status is still 'writing'")
+
+    verify = command("verify", cmd_verify, "check an export's files; --repair recovers what it can",
+                     "Check every table part, image, heatmap and manifest field against the "
+                     "manifest and the schemas, and print each problem with its path and the fix. "
+                     "--repair moves damaged or stray files into quarantine/ (it never deletes "
+                     "data), lists the lost record keys and re-derives the counts; running the "
+                     "export again then recomputes only the lost records. Exit code 1 when "
+                     "problems remain.")
+    verify.add_argument("path", help="export directory")
+    verify.add_argument("--repair", action="store_true",
+                        help="quarantine damaged/stray files, drop lost records, fix the manifest")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
 
     unpack = command("unpack", cmd_unpack, "extract an archive made by 'pack' and open it")
     unpack.add_argument("archive", help="archive made by 'pack'")

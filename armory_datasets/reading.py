@@ -374,6 +374,20 @@ class Export:
         return self.fiftyone().match(F("chain").is_in([a, b]) & F("sample_index").is_in(indices)) \
             .sort_by([("sample_index", 1), ("chain", 1)])
 
+    def verify(self, repair: bool = False) -> Any:
+        """Check every part, medium and manifest field; ``repair=True`` recovers what it can.
+
+        See :func:`armory_datasets.verify.verify_export` (it also works on a directory
+        whose manifest cannot be opened).
+
+        Example:
+            >>> print(export.verify())  # doctest: +SKIP
+            /data/run1: 240 readable records, 0 problem(s)
+        """
+        from armory_datasets.verify import verify_export
+
+        return verify_export(self.path, repair=repair)
+
     # ------------------------------------------------------------------ FiftyOne, torch
 
     def fiftyone(self, where: Where = None, rebuild: bool = False) -> Any:

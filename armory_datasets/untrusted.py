@@ -42,8 +42,8 @@ class DamagedExportError(ValueError):
         '/e/table/part-00000.parquet: truncated; run `armory-datasets verify /e` to list the damage and `--repair` to recover'
     """
 
-    def __init__(self, message: str, path: Path | None = None) -> None:
-        self.path = path
+    def __init__(self, message: str, path: Path | None = None, cause: str | None = None) -> None:
+        self.path, self.cause = path, cause or message
         super().__init__(message)
 
 
@@ -57,7 +57,7 @@ def damaged(path: Path, cause: object, export_dir: Path) -> DamagedExportError:
     cause = " ".join(str(cause).split()) or type(cause).__name__
     return DamagedExportError(
         f"{path}: {cause}; run `armory-datasets verify {export_dir}` to list the damage and "
-        f"`--repair` to recover", path)
+        f"`--repair` to recover", path, cause)
 
 
 def inside_export(root: Path, relative: object, what: str, under: str = "media/") -> Path:
