@@ -12,6 +12,7 @@ checks the database first and turns a missing or unreachable one into a single
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import logging
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, TracebackType
 
@@ -124,6 +126,29 @@ def import_fiftyone() -> ModuleType:
             raise DatabaseUnavailableError(_connection_failure(error)) from error
         _connected = True
     return fo
+
+
+@contextlib.contextmanager
+def database_errors(doing: str) -> Iterator[None]:
+    """Turn a connection lost while ``doing`` into DatabaseUnavailableError naming the URI.
+
+    >>> with database_errors("building dataset 'x'"):
+    ...     pass
+    """
+    import pymongo.errors
+
+    try:
+        yield
+    except pymongo.errors.ConnectionFailure as error:  # AutoReconnect, ServerSelectionTimeout...
+        raise DatabaseUnavailableError(
+            f"FiftyOne's database at {_where()} stopped answering while {doing} "
+            f"({type(error).__name__}: {str(error)[:300]}). Fix: restart it (or check "
+            f"{URI_ENV}) and run again") from error
+
+
+def _where() -> str:
+    uri = os.environ.get(URI_ENV)
+    return re.sub(r"//[^/@]*@", "//***@", uri) if uri else f"the embedded mongod {mongod_path()}"
 
 
 def _quiet_mongodb_6_notice(record: logging.LogRecord) -> bool:

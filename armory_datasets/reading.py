@@ -462,6 +462,9 @@ def listed_parts(export_dir: Path, manifest: dict[str, Any]) -> list[Path]:
         [PosixPath('/e/table/part-00000.parquet')]
     """
     table = manifest["table"]
+    if len(set(table["parts"])) != len(table["parts"]):
+        raise damaged(export_dir / MANIFEST_FILE, f"table.parts lists a part twice "
+                      f"({table['parts']}); expected each part once", export_dir)
     return [inside_export(export_dir, f"{table['dir']}/{name}", f"{MANIFEST_FILE} table.parts",
                           under=f"{table['dir']}/") for name in table["parts"]]
 
@@ -487,6 +490,11 @@ def part_schema(part: Path, export_dir: Path) -> pa.Schema:
         raise damaged(part, f"table version {version.decode(errors='replace')!r} is not "
                       f"supported; this release reads table version "
                       f"{', '.join(map(str, supported))}", export_dir)
+    missing = [c.name for c in VOCABULARY.columns.values()
+               if not c.nullable and c.name not in schema.names]
+    if missing:
+        raise damaged(part, f"lacks the key columns {missing}; expected every column of "
+                      f"schemas/table.v{VOCABULARY.version}.json that is not nullable", export_dir)
     for field in schema:
         if field.name in VOCABULARY and not field.type.equals(VOCABULARY.columns[field.name].arrow_type):
             raise damaged(part, f"column {field.name!r} has Arrow type {field.type}; expected "

@@ -50,7 +50,11 @@ def export_dataset(export: Export, rebuild: bool = False) -> Any:
         >>> export_dataset(open_export(tiny_export())).count()
         16
     """
-    return export_fiftyone_dataset(export.path, rebuild=rebuild, expected_count=export.count())
+    from armory_datasets.database import database_errors
+
+    with database_errors(f"loading the FiftyOne dataset of {export.path}"):
+        return export_fiftyone_dataset(export.path, rebuild=rebuild,
+                                       expected_count=export.count())
 
 
 def match(dataset: Any, criterion: Criterion | None) -> Any:

@@ -383,6 +383,8 @@ class _Check:
 
 def _salvage(path: Path) -> dict[str, Any]:
     """The keys a truncated manifest still shows (it is written in a fixed order)."""
+    if path.is_symlink() or not path.is_file():
+        return {}  # never follow a link out of the export
     try:
         text = path.read_bytes().decode("utf-8", errors="replace")
     except OSError:

@@ -236,13 +236,20 @@ def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, over
         >>> build_fiftyone_dataset(tiny_export(), name="tiny-copy", overwrite=True).count()
         16
     """
-    from armory_datasets.database import import_fiftyone
+    from armory_datasets.database import database_errors
 
     export_dir = Path(export_dir).resolve()
     manifest = read_manifest(export_dir)
     if manifest is None:
         raise FileNotFoundError(f"{export_dir}: no manifest.json; expected an export directory")
     name = name or manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
+    with database_errors(f"building FiftyOne dataset {name!r} from {export_dir}"):
+        return _build(export_dir, manifest, name, overwrite)
+
+
+def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: bool) -> Any:
+    from armory_datasets.database import import_fiftyone
+
     fo = import_fiftyone()
     import fiftyone.core.odm as foo
     import fiftyone.core.utils as fou
