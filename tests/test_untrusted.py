@@ -224,8 +224,8 @@ def test_a_truncated_or_empty_manifest_names_its_path(copy, content, capsys):
 
 @pytest.mark.parametrize("key", ["table_version", "manifest_version"])
 def test_unknown_versions_are_refused_with_found_and_supported(copy, key):
-    edit_manifest(copy, **{key: 2})
-    with pytest.raises(UnsupportedVersionError, match=f"{key} 2 is not supported; this release "
+    edit_manifest(copy, **{key: 3})
+    with pytest.raises(UnsupportedVersionError, match=f"{key} 3 is not supported; this release "
                                                       f"reads {key} 1"):
         open_export(copy)
 

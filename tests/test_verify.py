@@ -153,11 +153,11 @@ def test_an_unknown_version_is_reported_not_repaired(original, tmp_path):
     root = tmp_path / "v2"
     shutil.copytree(original, root)
     manifest = json.loads((root / "manifest.json").read_text())
-    manifest["table_version"] = 2
+    manifest["table_version"] = 3
     (root / "manifest.json").write_text(json.dumps(manifest))
     report = verify_export(root, repair=True)
-    assert not report.ok and "table_version 2 is not supported" in str(report)
-    assert json.loads((root / "manifest.json").read_text())["table_version"] == 2
+    assert not report.ok and "table_version 3 is not supported" in str(report)
+    assert json.loads((root / "manifest.json").read_text())["table_version"] == 3
     assert not (root / "quarantine").exists()
 
 

@@ -29,7 +29,7 @@ from armory_datasets.schema import SCHEMAS_DIR, VOCABULARY
 from armory_datasets.untrusted import DamagedExportError, damaged
 
 MANIFEST_FILE = "manifest.json"
-SUPPORTED_VERSIONS = {"manifest_version": (1,), "table_version": (1,)}
+SUPPORTED_VERSIONS = {"manifest_version": (1,), "table_version": (1, 2)}
 """The manifest and table versions this release reads (a new schema version adds its number)."""
 MANIFEST_SCHEMA_FILE = SCHEMAS_DIR / "manifest.v1.json"
 IMAGES_PATTERN = "media/images/{chain}/{sample_index:08d}.png"
@@ -164,7 +164,7 @@ class UnsupportedVersionError(DamagedExportError):
         >>> check_versions({"manifest_version": 1, "table_version": 7}, Path("/e/manifest.json"))
         Traceback (most recent call last):
         ...
-        armory_datasets.store.manifest.UnsupportedVersionError: /e/manifest.json: table_version 7 is not supported; this release reads table_version 1 (upgrade armory_datasets to read newer exports)
+        armory_datasets.store.manifest.UnsupportedVersionError: /e/manifest.json: table_version 7 is not supported; this release reads table_version 1, 2 (upgrade armory_datasets to read newer exports)
     """
 
 
