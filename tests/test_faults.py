@@ -1,16 +1,28 @@
 """Faults while writing (issue 12): each error names its cause and what to do.
 
 A lost database connection during the FiftyOne build gives DatabaseUnavailableError
-with the URI (not a raw pymongo AutoReconnect); the export directory stays complete
-enough to rebuild the dataset later.
+with the URI (not a raw pymongo AutoReconnect). ``overwrite=True`` is atomic: a failure
+anywhere leaves the old export byte for byte. A full disk (a real 8 MiB tmpfs, where
+mounting is permitted) says "no space left on device" with the path, and a re-run after
+freeing space completes with no duplicates and no losses.
 """
 
 from __future__ import annotations
 
+import errno
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import numpy as np
+import pytest
+
+from armory_datasets import open_export
+from armory_datasets.store import ExportWriter
+from armory_datasets.untrusted import DamagedExportError
+from test_reading_support import digits_export
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,3 +61,131 @@ def test_a_database_killed_during_the_build_names_the_uri(tmp_path):
     assert "ERROR FiftyOne's database at mongodb://127.0.0.1:" in result.stdout, result.stderr[-3000:]
     assert "stopped answering while building FiftyOne dataset" in result.stdout
     assert "restart it" in result.stdout
+
+
+# ------------------------------------------------------------------ overwrite, resume, disk full
+
+
+def manual_export(path: Path, records: int, overwrite: bool = False, fail_at: int | None = None,
+                  fiftyone: bool = False) -> None:
+    """The user's own loop over ExportWriter: one record per batch; raise at ``fail_at``."""
+    with ExportWriter(path, {"name": "manual"}, fiftyone=fiftyone, overwrite=overwrite,
+                      rows_per_part=2) as writer:
+        name = writer.register_exporter("manual", "Manual", None, {})
+        for b in range(records):
+            if b == fail_at:
+                raise RuntimeError("the evaluation failed")
+            writer.add(name, "benign", b, {"target": b % 10}, batch=b, position=0,
+                       image=np.full((2, 2, 1), b, np.uint8))
+            writer.end_batch()
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_overwrite_leaves_the_old_export_intact(tmp_path):
+    path = tmp_path / "run"
+    manual_export(path, 5)
+    (path / "notes.txt").write_text("mine")
+    before = snapshot(path)
+    with pytest.raises(RuntimeError, match="the evaluation failed"):
+        manual_export(path, 9, overwrite=True, fail_at=7)
+    assert snapshot(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no half-written sibling
+    assert open_export(path).count() == 5
+
+
+def test_a_failure_at_close_of_an_overwrite_restores_the_old_export(tmp_path, monkeypatch):
+    from armory_datasets.store import finalize
+
+    path = tmp_path / "run"
+    manual_export(path, 3)
+    before = snapshot(path)
+
+    def fail(*_, **__):
+        raise RuntimeError("counting failed")
+
+    monkeypatch.setattr(finalize, "count_records", fail)
+    with pytest.raises(RuntimeError, match="counting failed"):
+        manual_export(path, 6, overwrite=True)
+    assert snapshot(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_successful_overwrite_replaces_the_export_and_keeps_foreign_files(tmp_path):
+    path = tmp_path / "run"
+    manual_export(path, 3)
+    old_id = open_export(path).export_id
+    (path / "notes.txt").write_text("mine")
+    manual_export(path, 6, overwrite=True)
+    export = open_export(path)
+    assert export.export_id != old_id and export.count() == 6
+    assert (path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_overwrite_replaces_an_export_with_a_damaged_manifest(tmp_path):
+    path = tmp_path / "run"
+    manual_export(path, 3)
+    (path / "manifest.json").write_text('{"manifest_version": 1, "tab')
+    with pytest.raises(DamagedExportError, match="manifest.json: not a readable JSON manifest"):
+        manual_export(path, 3)
+    manual_export(path, 4, overwrite=True)
+    assert open_export(path).count() == 4
+
+
+def test_resuming_over_a_truncated_part_names_it_and_suggests_verify(tmp_path):
+    path = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        manual_export(path, 6, fail_at=5)
+    part = path / "table/part-00000.parquet"
+    part.write_bytes(part.read_bytes()[:100])
+    with pytest.raises(DamagedExportError, match=f"{part}: cannot be read as Parquet.*verify"):
+        manual_export(path, 6)
+    from armory_datasets.verify import verify_export
+
+    assert verify_export(path, repair=True).lost_records == ["benign/0", "benign/1"]
+    manual_export(path, 6)
+    keys = open_export(path).table().column("record_key").to_pylist()
+    assert sorted(keys) == sorted(f"benign/{i}" for i in range(6))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MiB tmpfs (root only); skipped with the reason where mounting is not permitted."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = f"cannot mount a tmpfs here ({result.stderr.strip() or result.returncode})"
+        print(f"SKIPPED disk-full test: {reason}")
+        pytest.skip(reason)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("room", [20_000, 120_000, 260_000])  # fills up in media or in Parquet
+def test_a_full_disk_names_the_cause_and_a_rerun_completes(small_disk, tmp_path, room):
+    reference = open_export(digits_export(tmp_path / "reference", n=48, fiftyone=False,
+                                          name="disk-full"))
+    expected = sorted(reference.table().column("record_key").to_pylist())
+    free = shutil.disk_usage(small_disk).free
+    filler = small_disk / "filler"
+    filler.write_bytes(bytes(free - room))
+    path = small_disk / "run"
+    with pytest.raises(OSError, match=f"{path}: no space left on device while writing") as caught:
+        digits_export(path, n=48, fiftyone=False, name="disk-full")
+    assert caught.value.errno == errno.ENOSPC
+    filler.unlink()
+    digits_export(path, n=48, fiftyone=False, name="disk-full")  # resumes
+    export = open_export(path)
+    keys = export.table().column("record_key").to_pylist()
+    assert len(keys) == len(set(keys)), "duplicates"
+    assert sorted(keys) == expected, "losses"
+    assert export.verify().problems == []
+    assert export.table(columns=["record_key", "target", "prediction"]).sort_by("record_key").equals(
+        reference.table(columns=["record_key", "target", "prediction"]).sort_by("record_key"))

@@ -47,7 +47,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import threading
 import time

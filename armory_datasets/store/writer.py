@@ -38,7 +38,6 @@ Example:
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from armory_datasets.records.names import check_name
 from armory_datasets.schema import VOCABULARY
@@ -65,8 +65,9 @@ from armory_datasets.store.manifest import (
 from armory_datasets.store.media_writer import MediaWriter
 from armory_datasets.store.merge import Contribution, merge
 from armory_datasets.store.parquet_writer import TableWriter, part_paths, read_keys, unified_schema
+from armory_datasets.store.replace import Replacement, names_disk_full
+from armory_datasets.untrusted import DamagedExportError, damaged
 
-_OWN_ENTRIES = (MANIFEST_FILE, TABLE_DIR, "media", CARD_FILE)
 MAX_EVALUATION_INFO_BYTES = 1 << 20
 """The evaluation's name, description and author go to the manifest and the FiftyOne
 dataset's info (one MongoDB document): 1 MiB in all."""
@@ -114,7 +115,12 @@ class ExportWriter:
         self.png_compress_level = png_compress_level
         self._table_options = dict(rows_per_group=rows_per_group, rows_per_part=rows_per_part,
                                    seconds_per_part=seconds_per_part)
-        existing = read_manifest(self.export_dir)
+        try:
+            existing = read_manifest(self.export_dir)
+        except DamagedExportError:
+            if not overwrite:
+                raise
+            existing = None  # overwrite replaces a damaged export too
         self._replace_existing = False
         self._previous_exporters: dict[str, dict[str, Any]] = {}
         self._old_export: dict[str, Any] | None = None  # the manifest an overwrite replaces
@@ -145,6 +151,11 @@ class ExportWriter:
             self._replace_existing = overwrite and self.export_dir.exists()
             self._old_export = existing
             self.manifest = new_manifest(evaluation, png_compress_level)
+        self.final_dir = self.export_dir
+        self._replacement = (Replacement(self.export_dir) if self._replace_existing
+                             and any(self.export_dir.iterdir()) else None)
+        if self._replacement is not None:  # written beside the old export, swapped at close
+            self.export_dir = self._replacement.staging
         self.manifest["fiftyone"]["dataset"] = (
             (self.manifest["fiftyone"]["dataset"] or default_dataset_name(self.manifest))
             if fiftyone else None)
@@ -152,6 +163,7 @@ class ExportWriter:
         self.types = ColumnTypes()
         self._resumed_keys: dict[str, set[int]] = {}
         if self.resuming:
+            self._check_parts()
             schema = unified_schema(self.export_dir / TABLE_DIR)
             self.types = ColumnTypes({f.name: f.type for f in schema or [] if f.name not in VOCABULARY})
             self._resumed_keys = read_keys(self.export_dir / TABLE_DIR)
@@ -256,6 +268,7 @@ class ExportWriter:
             batch=batch, positions=[position], images=None if image is None else image[None],
         )
 
+    @names_disk_full
     def add_records(
         self,
         exporter_name: str,
@@ -324,6 +337,7 @@ class ExportWriter:
             columns.update(self.media.write_images(chain, indices, images))
         self._pending.append(Contribution(exporter_name, chain, indices, int(batch), positions, columns))
 
+    @names_disk_full
     def write_heatmap(self, field: str, chain: str, sample_index: int, heatmap: np.ndarray) -> str:
         """Write a record's 16-bit PNG heatmap (``media.write_heatmap``); return its path for
         the ``{field}_path`` column.
@@ -347,6 +361,7 @@ class ExportWriter:
 
     # ------------------------------------------------------------------ batches
 
+    @names_disk_full
     def end_batch(self) -> None:
         """Merge this batch's contributions into one row per record and stream them out.
 
@@ -371,20 +386,24 @@ class ExportWriter:
 
     # ------------------------------------------------------------------ directory
 
+    def _check_parts(self) -> None:
+        """Before resuming: every finished part readable, else an error naming it (and verify)."""
+        from armory_datasets.reading import part_schema  # reading imports store
+
+        for part in part_paths(self.export_dir / TABLE_DIR):
+            part_schema(part, self.export_dir)
+            try:
+                pq.ParquetFile(part).read(columns=["chain", "sample_index"])
+            except (OSError, pa.ArrowException) as error:
+                raise damaged(part, f"cannot be read as Parquet ({error})", self.export_dir) from None
+
     def _has_foreign_files(self) -> bool:
         return self.export_dir.exists() and any(self.export_dir.iterdir())
 
     def _materialize(self) -> None:
-        """Prepare the directory on the first write: clear a replaced export, start the table."""
+        """Prepare the directory on the first write and start the table."""
         if self._table is not None:
             return
-        if self._replace_existing:
-            for entry in _OWN_ENTRIES:
-                path = self.export_dir / entry
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
         self.export_dir.mkdir(parents=True, exist_ok=True)
         if self.resuming:
             for entry in (TABLE_DIR, "media"):
@@ -408,6 +427,7 @@ class ExportWriter:
         ]
         write_manifest(self.export_dir, self.manifest)
 
+    @names_disk_full
     def close(self) -> str | None:
         """Finish the table, build the FiftyOne dataset, mark the manifest complete.
 
@@ -427,7 +447,18 @@ class ExportWriter:
         self._closed = True
         self._table.close()
         self._write_manifest()
-        self.manifest, self._dataset_name = finalize_export(self.export_dir, old_export=self._old_export)
+        if self._replacement is not None:
+            self._replacement.swap()
+            self.export_dir = self.final_dir
+        try:
+            self.manifest, self._dataset_name = finalize_export(self.export_dir,
+                                                                old_export=self._old_export)
+        except BaseException:
+            if self._replacement is not None:
+                self._replacement.undo()
+            raise
+        if self._replacement is not None:
+            self._replacement.finish()
         return self._dataset_name
 
     def abort(self) -> None:
@@ -440,9 +471,15 @@ class ExportWriter:
             return
         self._closed = True
         self._pending = []
-        if self._table is not None:
-            self._table.close()
-            self._write_manifest()
+        try:
+            if self._table is not None:
+                self._table.close()
+                self._write_manifest()
+        except Exception:  # noqa: BLE001 -- e.g. the full disk again: the first error is the one to show
+            pass
+        finally:
+            if self._replacement is not None:
+                self._replacement.discard()
 
     def __enter__(self) -> ExportWriter:
         return self
