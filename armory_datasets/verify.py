@@ -133,6 +133,7 @@ class _Check:
     def __init__(self, root: Path, repair: bool) -> None:
         self.root, self.repair = root, repair
         self.report = VerifyReport(root)
+        self.dropped: set[str] = set()  # records whose media are damaged or unsafe
         self.rewrite = "armory-datasets verify --repair"
 
     def problem(self, path: Path | str, problem: str, fix: str | None = None) -> None:
@@ -261,6 +262,8 @@ class _Check:
                                  f"run `{self.rewrite} {self.root}` to keep its first copy")
                 elif self.media_ok(table, i, key):
                     good.append(i)
+                else:
+                    self.dropped.add(key)
                 seen.add(key)
             dropped = len(good) < len(keys)
             kept.append((part, table.take(good) if dropped else table, bool(bad) or dropped))
@@ -330,8 +333,7 @@ class _Check:
             match = _IMAGE.match(entry.removeprefix(f"{QUARANTINE}/"))
             if match:
                 had.add(f"{match.group(1)}/{int(match.group(2))}")
-        had |= {p.problem.split("record ", 1)[1].split("'")[1] for p in self.report.problems
-                if "record '" in p.problem}
+        had |= self.dropped
         if not self.report.problems:
             return []
         return sorted(had - kept_keys, key=_key_order)
