@@ -38,18 +38,17 @@ OBJECT_COLUMNS = ("ground_truth_objects", "predicted_objects")
 
 
 def heatmap_fields(schema: pa.Schema) -> list[str]:
-    """Saliency fields of a table: ``{field}_path`` columns outside the vocabulary.
+    """Saliency fields of a table: ``{field}_path`` beside ``_min``/``_max``, outside the vocabulary.
 
     Example:
-        >>> heatmap_fields(pa.schema([("image_path", pa.string()), ("captum_ig_path", pa.string())]))
+        >>> heatmap_fields(pa.schema([("image_path", pa.string()), ("captum_ig_path", pa.string()),
+        ...                           ("captum_ig_min", pa.float64()), ("captum_ig_max", pa.float64())]))
         ['captum_ig']
     """
     from armory_datasets.schema import VOCABULARY
+    from armory_datasets.untrusted import heatmap_fields as fields
 
-    names = set(schema.names)
-    return [name[: -len("_path")] for name in schema.names
-            if name.endswith("_path") and name not in VOCABULARY
-            and name[: -len("_path")] not in names]
+    return fields(schema.names, VOCABULARY)
 
 
 def features(schema: pa.Schema, class_names: list[str], map_shapes: dict[str, Any]) -> Any:
@@ -97,18 +96,22 @@ def to_hf(export: Export, where: Where = None, heatmaps: bool = True) -> Any:
     import datasets
 
     from armory_datasets.convert import class_names
+    from armory_datasets.untrusted import inside_export
 
     table = export.table(where)
     root = export.path
     columns = {name: column.combine_chunks()  # arrays: HF cannot cast zero chunks
                for name, column in zip(table.column_names, table.columns)}
+    keys = table.column("record_key").to_pylist() if "record_key" in columns else [None] * table.num_rows
     if "image_path" in columns:
-        columns["image"] = pa.array([str(root / p) for p in table.column("image_path").to_pylist()],
-                                    pa.string())
+        columns["image"] = pa.array(
+            [str(inside_export(root, p, f"record {k!r} image_path", "media/images/"))
+             for k, p in zip(keys, table.column("image_path").to_pylist())], pa.string())
     map_shapes: dict[str, Any] = {}
     for field in heatmap_fields(table.schema) if heatmaps else []:
-        maps = [None if path is None else read_heatmap(root / path)
-                for path in columns[f"{field}_path"].to_pylist()]
+        maps = [None if path is None else read_heatmap(
+                    inside_export(root, path, f"record {k!r} {field}_path", f"media/heatmaps/{field}/"))
+                for k, path in zip(keys, columns[f"{field}_path"].to_pylist())]
         shapes = {m.shape for m in maps if m is not None}
         map_shapes[field] = shapes.pop() if len(shapes) == 1 else None
         columns[field] = pa.array([None if m is None else m.tolist() for m in maps],

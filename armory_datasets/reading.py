@@ -477,7 +477,7 @@ def part_schema(part: Path, export_dir: Path) -> pa.Schema:
         >>> part_schema(Path("/nonexistent.parquet"), Path("/"))
         Traceback (most recent call last):
         ...
-        armory_datasets.untrusted.DamagedExportError: /nonexistent.parquet: cannot be read as Parquet (Failed to open local file '/nonexistent.parquet'. Detail: [errno 2] No such file or directory); run `armory-datasets verify /` to list the damage and `--repair` to recover
+        armory_datasets.untrusted.DamagedExportError: /nonexistent.parquet: cannot be read as Parquet (...No such file or directory); run `armory-datasets verify /` to list the damage and `--repair` to recover
     """
     try:
         schema = pq.read_schema(part)

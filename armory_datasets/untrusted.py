@@ -20,9 +20,10 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
 from pathlib import Path, PurePosixPath
 
-__all__ = ["DamagedExportError", "UnsafePathError", "damaged", "inside_export"]
+__all__ = ["DamagedExportError", "UnsafePathError", "damaged", "heatmap_fields", "inside_export"]
 
 
 class UnsafePathError(ValueError):
@@ -89,3 +90,20 @@ def inside_export(root: Path, relative: object, what: str, under: str = "media/"
         raise UnsafePathError(f"{what}: {relative!r} resolves to {path.resolve()}, outside the "
                               f"export directory (a symlink?); {expected}")
     return path
+
+
+def heatmap_fields(names: Iterable[str], vocabulary: Container[str] = ()) -> list[str]:
+    """Saliency fields among column ``names``: ``{field}_path`` beside ``{field}_min`` and
+    ``{field}_max`` (as saliency exporters write them), never a column by its name alone
+    (a metadata column ``source_path`` is not a media field).
+
+    Example:
+        >>> heatmap_fields(["image_path", "source_path", "ig_path", "ig_min", "ig_max"], ["image_path"])
+        ['ig']
+    """
+    names = list(names)
+    present = set(names)
+    return [name[: -len("_path")] for name in names
+            if name.endswith("_path") and name not in vocabulary
+            and name[: -len("_path")] not in present
+            and {f"{name[: -len('_path')]}_min", f"{name[: -len('_path')]}_max"} <= present]

@@ -42,7 +42,7 @@ from armory_datasets.store.manifest import (
     write_manifest,
 )
 from armory_datasets.schema import VOCABULARY
-from armory_datasets.untrusted import DamagedExportError, UnsafePathError, inside_export
+from armory_datasets.untrusted import DamagedExportError, UnsafePathError, heatmap_fields, inside_export
 
 __all__ = ["Problem", "VerifyReport", "verify_export"]
 
@@ -414,10 +414,8 @@ def _count(kept: list[tuple[Path, pa.Table, bool]]) -> dict[str, Any]:
 
 
 def _heatmap_columns(schema: pa.Schema) -> list[str]:
-    """``{field}_path`` columns with their ``_min``/``_max`` (as the FiftyOne build reads them)."""
-    names = set(schema.names)
-    return [c for c in schema.names if c.endswith("_path") and c not in VOCABULARY
-            and {f"{c[: -len('_path')]}_min", f"{c[: -len('_path')]}_max"} <= names]
+    """``{field}_path`` columns of saliency fields (the FiftyOne build's rule)."""
+    return [f"{field}_path" for field in heatmap_fields(schema.names, VOCABULARY)]
 
 
 def _read_png(path: Path) -> None:

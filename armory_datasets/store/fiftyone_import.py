@@ -64,7 +64,7 @@ from armory_datasets.records.names import RESERVED_FIELDS
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store import media
 from armory_datasets.store.manifest import default_dataset_name, read_manifest
-from armory_datasets.untrusted import inside_export
+from armory_datasets.untrusted import heatmap_fields, inside_export
 
 BY_SAMPLE_VIEW = "by_sample"
 INSERT_BATCH = 2048
@@ -305,15 +305,10 @@ class _DocumentBuilder:
         from bson import ObjectId  # pymongo's; imported here, on the FiftyOne path only
 
         self.object_id = ObjectId
-        names = set(schema.names)
         # A heatmap field has the saliency columns ({field}_path, _min, _max): a metadata
         # column such as `source_path` alone never becomes a media field by its name.
-        self.heatmaps = {
-            column[: -len("_path")]: column for column in schema.names
-            if column.endswith("_path") and column not in VOCABULARY
-            and column[: -len("_path")] not in names | RESERVED_FIELDS
-            and {f"{column[: -len('_path')]}_{end}" for end in ("min", "max")} <= names
-        }
+        self.heatmaps = {field: f"{field}_path" for field in heatmap_fields(schema.names, VOCABULARY)
+                         if field not in RESERVED_FIELDS}
 
     def documents(self) -> Iterator[dict[str, Any]]:
         from fiftyone.core.odm.sample import _generate_rand  # FiftyOne's own `_rand` values
