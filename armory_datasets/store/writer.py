@@ -52,7 +52,7 @@ from armory_datasets.schema import VOCABULARY
 from armory_datasets.store import media
 from armory_datasets.store.column_types import ColumnTypes, check_record_size
 from armory_datasets.store.finalize import TABLE_DIR, finalize_export
-from armory_datasets.store.hf_card import CARD_FILE, hf_label_metadata
+from armory_datasets.store.hf_card import hf_label_metadata
 from armory_datasets.store.manifest import (
     MANIFEST_FILE,
     default_dataset_name,
