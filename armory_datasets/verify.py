@@ -428,14 +428,11 @@ def _read_png(path: Path) -> None:
 
 
 def _read_heatmap(path: Path) -> None:
-    """A v1 float32 TIFF or a 16-bit PNG heatmap, decoded in full."""
-    if path.suffix == ".tif":
-        import tifffile
+    """A 16-bit PNG heatmap (with its range) or an older export's float32 TIFF, decoded in full."""
+    from armory_datasets.store.media import read_heatmap
 
-        if tifffile.imread(path).ndim != 2:
-            raise ValueError("not a 2-D map")
-    else:
-        _read_png(path)
+    if read_heatmap(path).ndim != 2:
+        raise ValueError("not a 2-D map")
 
 
 def _cause(error: BaseException) -> str:

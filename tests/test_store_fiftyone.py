@@ -166,10 +166,9 @@ def test_older_tiff_maps_get_png_maps_when_the_dataset_is_rebuilt(tmp_path):
 @pytest.mark.parametrize("path", ["media/heatmaps/../../outside.png", "media/heatmaps/ig\\..\\x.png"])
 def test_a_heatmap_path_leaving_the_export_is_refused(tmp_path, path):
     with ExportWriter(tmp_path / "e", {"name": "hostile"}, fiftyone=False) as writer:
-        writer.add("saliency", "benign", 0, {"ig_path": path}, batch=0, position=0,
-                   image=np.zeros((5, 7, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"ig_path of record 'benign/0': got .*; expected a path "
-                                         r"inside media/heatmaps/ without '\.\.'"):
+        writer.add("saliency", "benign", 0, {"ig_path": path, "ig_min": 0.0, "ig_max": 1.0},
+                   batch=0, position=0, image=np.zeros((5, 7, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"record 'benign/0' ig_path: .*leaves the export directory"):
         build_fiftyone_dataset(tmp_path / "e", name=f"hostile-{tmp_path.name}", overwrite=True)
 
 
