@@ -353,6 +353,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(report)
     return 0 if report.ok else 1
+def cmd_commit(args: argparse.Namespace) -> int:
+    """Commit an export its shards wrote (every writer journal done, no record twice)."""
+    from armory_datasets.store.commit import commit_export
+
+    manifest = commit_export(args.path)
+    counts = manifest["counts"]
+    print(f"committed {manifest['export_id']}: {counts['records']} records in "
+          f"{len(manifest['table']['parts'])} part(s)"
+          + (f"; FiftyOne dataset {manifest['fiftyone']['dataset']!r}"
+             if manifest["fiftyone"]["dataset"] else ""))
+    return 0
 
 
 # ------------------------------------------------------------------------------ parser
@@ -454,6 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repair", action="store_true",
                         help="quarantine damaged/stray files, drop lost records, fix the manifest")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    commit = command("commit", cmd_commit, "commit an export written by several shards/ranks",
+                     "Check that every writer of the directory finished and no record was "
+                     "written twice, then list their parts in the manifest, build the FiftyOne "
+                     "dataset and mark the export complete (EvaluationEngine(shard=...)).")
+    commit.add_argument("path", help="export directory")
 
     unpack = command("unpack", cmd_unpack, "extract an archive made by 'pack' and open it")
     unpack.add_argument("archive", help="archive made by 'pack'")

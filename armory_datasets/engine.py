@@ -7,6 +7,14 @@ metrics in ``batch.metrics``, calls ``exporter.export(batch_idx, batch)`` for ev
 exporter and then ``writer.end_batch()``. ``batch_idx`` counts the chain's batches from
 0, so it restarts per chain as upstream; a sample's records share one global index.
 
+Sharded runs (several processes, one export): ``shard=(rank, world_size)``, or a
+``torch.distributed`` process group (``torchrun``), makes this process evaluate the
+dataset batches with ``batch_idx % world_size == rank``. Every process reads every
+batch to count samples, so ``sample_index`` and ``batch`` are those of a one-process
+run; each writes its own parts as writer ``rank{rank}``. Under torch.distributed, rank
+0 commits the export after a barrier; otherwise run ``armory-datasets commit DIR``
+when every shard is done. Each process's ``metrics`` aggregate its own shard.
+
 Example:
     >>> import numpy as np, torch
     >>> from armory_datasets.evaluation import Evaluation
@@ -68,7 +76,7 @@ class EvaluationEngine:
 
     ``export_dir`` defaults to ``armory-exports/{name}-{UTC time}`` when there are
     exporters; ``overwrite`` and ``fiftyone`` go to the ``armory_datasets.store.ExportWriter``
-    the engine opens. ``writer`` replaces that writer (any object with ``end_batch()``,
+    the engine opens. ``shard=(rank, world_size)``: evaluate one shard (module docstring). ``writer`` replaces that writer (any object with ``end_batch()``,
     ``close()`` and the context manager protocol). ``quiet=True`` hides the progress bar.
 
     Example:
@@ -79,11 +87,17 @@ class EvaluationEngine:
 
     def __init__(self, evaluation: Evaluation, export_dir: str | Path | None = None,
                  quiet: bool = False, writer: Any = None, overwrite: bool = False,
-                 fiftyone: bool = True) -> None:
+                 fiftyone: bool = True, shard: tuple[int, int] | None = None) -> None:
         self.evaluation = evaluation
+        self.shard, self.distributed = _resolve_shard(shard)
+        if self.shard is not None and export_dir is None and evaluation.exporters and writer is None:
+            raise ValueError(f"export_dir: got None with shard={self.shard}; expected the one "
+                             f"directory every shard writes into")
         self.quiet = quiet
         self.writer = writer
-        self.writer_options = {"overwrite": overwrite, "fiftyone": fiftyone}
+        self.writer_options: dict[str, Any] = {"overwrite": overwrite, "fiftyone": fiftyone}
+        if self.shard is not None:
+            self.writer_options["writer_id"] = f"rank{self.shard[0]}"
         if export_dir is None and evaluation.exporters and writer is None:
             slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", evaluation.name).strip("-") or "evaluation"
             export_dir = Path("armory-exports") / f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
@@ -119,6 +133,8 @@ class EvaluationEngine:
                 if base.global_indices is None:
                     base = replace(base, global_indices=np.arange(offset, offset + len(base)))
                 offset += len(base)
+                if self.shard is not None and batch_idx % self.shard[1] != self.shard[0]:
+                    continue  # another shard's batch: counted, not evaluated
                 for chain in evaluation.chains.values():
                     batch = self._evaluate(base, chain, device, absent[chain.name])
                     metrics = metrics_used.setdefault(chain.name, _metrics_for(batch, extra_metrics))
@@ -133,8 +149,23 @@ class EvaluationEngine:
             closing.close()
             if writer is not None:
                 dataset_name = _dataset_name(writer, writer.close())
+                if self.distributed:
+                    dataset_name = self._commit_after_barrier()
         summary = {c: summarize(metrics_used.get(c, []), values[c]) for c in evaluation.chains}
         return EvaluationResult(summary, self.export_dir if exporters else None, dataset_name, counts)
+
+    def _commit_after_barrier(self) -> str | None:
+        """Every rank has closed its writer: rank 0 commits, the others wait for it."""
+        import torch.distributed as dist
+
+        from armory_datasets.store.commit import commit_export
+        from armory_datasets.store.manifest import read_manifest
+
+        dist.barrier()
+        if self.shard[0] == 0:
+            commit_export(self.export_dir)
+        dist.barrier()
+        return read_manifest(self.export_dir)["fiftyone"]["dataset"]
 
     def _open_writer(self, stack: ExitStack) -> Any:
         writer = self.writer
@@ -183,6 +214,25 @@ class EvaluationEngine:
         else:
             changes["predictions"] = list(output)
         return replace(base, **changes)
+
+
+def _resolve_shard(shard: tuple[int, int] | None) -> tuple[tuple[int, int] | None, bool]:
+    """``(shard, under torch.distributed)``: the given shard, or the process group's."""
+    if shard is None:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            return None, False
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return None, False
+        return (dist.get_rank(), dist.get_world_size()), True
+    rank, world_size = shard
+    if not (isinstance(rank, int) and isinstance(world_size, int) and 0 <= rank < world_size):
+        raise ValueError(f"shard: got {shard!r}; expected (rank, world_size) integers with "
+                         f"0 <= rank < world_size")
+    return (rank, world_size), False
 
 
 def _metrics_for(batch: Batch, extra: list[Metric]) -> list[Metric]:

@@ -35,7 +35,7 @@ def export(tmp_path_factory):
                                      fiftyone=False, name="digits-cli"))
 
 
-@pytest.mark.parametrize("command", ["", "info", "query", "app", "demo", "pack", "unpack"])
+@pytest.mark.parametrize("command", ["", "info", "query", "app", "demo", "pack", "unpack", "commit"])
 def test_every_command_has_help(command):
     done = run(*([command] if command else []), "--help")
     assert done.stdout.startswith("usage: armory-datasets") and "--debug" in done.stdout

@@ -4,8 +4,9 @@ For random criteria over random sample tables split into random batch sizes (wit
 short last batch), the records selected batch by batch at export time are exactly
 those that pyarrow (Parquet scan with the filter pushed down), DuckDB (SQL on the
 Parquet file), Polars (``scan_parquet`` + ``filter``), Spark SQL (``spark.read.parquet``,
-many criteria per query, one session) and FiftyOne (``dataset.match``) return. Spark
-needs pyspark and Java; without them its test is skipped with the reason.
+many criteria per query, one session) and FiftyOne (``dataset.match``) return; and on an
+export four writer processes wrote at once, every backend selects the same records.
+Spark needs pyspark and Java; without them its tests are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -189,3 +190,44 @@ def test_string_literals_are_literals_in_every_backend(fiftyone_tables, text, tm
     assert set(dataset.match(criterion.to_fiftyone()).values("record_key")) == expected
     if text.startswith("split ==") and "$split" in text:
         assert 0 < len(expected) < table.table.num_rows  # the rows whose split is "$split"
+
+
+MULTI_WRITER_CRITERIA = ["always()", "~correct", "chains(['fgsm']) & confidence < 0.5",
+                         "every_n_samples(4) | target in [1, 8]", "fgsm_epsilon > 0.01",
+                         "first_n_batches(3) & prediction % 2 == 0", "samples([])"]
+
+
+@pytest.fixture(scope="module")
+def multi_writer_export(tmp_path_factory):
+    """An export written by 4 writer processes at once, then committed."""
+    from multiwriter_support import BATCHES, run_writers
+
+    from armory_datasets.store.commit import commit_export
+
+    export_dir = tmp_path_factory.mktemp("multi") / "export"
+    assert run_writers(export_dir, [range(k, BATCHES, 4) for k in range(4)]) == [0] * 4
+    commit_export(export_dir)
+    return export_dir
+
+
+def test_one_criterion_selects_the_same_records_in_every_backend_on_a_multi_writer_export(
+        multi_writer_export, spark):
+    from armory_datasets import open_export
+    from armory_datasets.criteria import parse
+
+    export = open_export(multi_writer_export)
+    files = [str(p) for p in export.parts]
+    assert len({Path(f).name.split("-")[1] for f in files}) == 4  # parts of 4 writers
+    frame = spark.read.parquet(*files)
+    for text in MULTI_WRITER_CRITERIA:
+        criterion = parse(text)
+        expected = set(export.table(criterion, columns=["record_key"]).column(0).to_pylist())
+        assert 0 < len(expected) < export.count() or text in ("always()", "samples([])")
+        assert arrow_keys(multi_writer_export / "table", criterion) == expected, text
+        assert {r[0] for r in duckdb.sql(
+            f"SELECT record_key FROM read_parquet('{multi_writer_export}/table/*.parquet') "
+            f"WHERE {criterion.to_sql()}").fetchall()} == expected, text
+        assert polars_keys(multi_writer_export / "table" / "*.parquet", criterion) == expected, text
+        assert {r["record_key"] for r in frame.where(criterion.to_spark_sql())
+                .select("record_key").collect()} == expected, text
+        assert set(export.fiftyone(criterion).values("record_key")) == expected, text

@@ -9,7 +9,7 @@ the table's ``{field}_min``/``{field}_max``); values come back within ``(high - 
 bytes, so a rewritten map never reuses a name the browser may have cached. Exports
 written before hold float32 TIFFs; ``read_heatmap`` reads both.
 
-Every file is written to ``{path}.tmp`` and renamed into place (``os.replace``), so a
+Every file is written to ``{path}.{pid}.tmp`` and renamed into place (``os.replace``), so a
 reader or a resumed export never sees a half-written file under its final name.
 
 Example:
@@ -219,8 +219,9 @@ def legacy_heatmap_png(root: Path, relpath: str, cache: Path) -> Path:
 
 
 def _tmp_path(path: Path) -> Path:
+    """``{name}.{pid}.tmp``: writers sharing a directory never write one temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(path.name + TMP_SUFFIX)
+    return path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
 def remove_tmp_files(root: Path) -> int:

@@ -62,10 +62,11 @@ def unified_schema(table_dir: Path) -> pa.Schema | None:
     return pa.unify_schemas(schemas) if schemas else None
 
 
-def conform_parts(table_dir: Path, schema: pa.Schema | None = None) -> int:
-    """Give every part ``schema`` (default: the unified one; nulls for columns a part
-    lacks); returns how many parts were rewritten. Row group by row group, atomically
-    (tmp + rename).
+def conform_parts(table_dir: Path, schema: pa.Schema | None = None,
+                  parts: list[Path] | None = None) -> int:
+    """Give every part (or those listed) ``schema`` (default: the unified one; nulls for
+    columns a part lacks); returns how many parts were rewritten. Row group by row
+    group, atomically (tmp + rename).
 
     Example:
         >>> conform_parts(Path("/nonexistent"))
@@ -73,7 +74,7 @@ def conform_parts(table_dir: Path, schema: pa.Schema | None = None) -> int:
     """
     schema = unified_schema(table_dir) if schema is None else schema
     rewritten = 0
-    for path in part_paths(table_dir):
+    for path in part_paths(table_dir) if parts is None else parts:
         source = pq.ParquetFile(path)
         if source.schema_arrow.equals(schema):
             continue
@@ -116,15 +117,16 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def read_keys(table_dir: Path) -> dict[str, set[int]]:
-    """Sample indices already in finished parts, per chain (used to resume an export).
+def read_keys(parts: Path | list[Path]) -> dict[str, set[int]]:
+    """Sample indices already in finished parts (a table directory's, or those listed),
+    per chain (used to resume an export).
 
     Example:
         >>> read_keys(Path("/nonexistent"))
         {}
     """
     keys: dict[str, set[int]] = {}
-    for path in part_paths(table_dir):
+    for path in part_paths(parts) if isinstance(parts, Path) else parts:
         for batch in pq.ParquetFile(path).iter_batches(columns=["chain", "sample_index"]):
             for chain, index in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
                 keys.setdefault(chain, set()).add(index)
@@ -179,8 +181,12 @@ class TableWriter:
         rows_per_part: int = 100_000,
         seconds_per_part: float = 60.0,
         on_part: Callable[[Path], None] | None = None,
+        writer_id: str | None = None,
     ) -> None:
         self.table_dir = Path(table_dir)
+        # One writer: part-NNNNN; one of several writers: part-{writer}-NNNNN, numbered on
+        # from every part of that writer on disk (a crashed attempt's too): names never repeat.
+        self._prefix = "part" if writer_id is None else f"part-{writer_id}"
         self.schema = schema.with_metadata(TABLE_METADATA)
         self._names = set(schema.names)
         self.rows_per_group = rows_per_group
@@ -193,8 +199,8 @@ class TableWriter:
         self._tmp: Path | None = None
         self._part_rows = 0
         self._part_started = 0.0
-        existing = part_paths(self.table_dir)
-        self._next_part = int(existing[-1].name[5:10]) + 1 if existing else 0
+        numbers = [int(p.name[len(self._prefix) + 1:-len(".parquet")]) for p in self._own_parts()]
+        self._next_part = max(numbers) + 1 if numbers else 0
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Buffer a batch, writing a row group (conformed to the part schema) when one fills."""
@@ -203,7 +209,8 @@ class TableWriter:
             self.finish_part()
             self.schema = pa.schema(list(self.schema) + new_fields, metadata=self.schema.metadata)
             self._names.update(f.name for f in new_fields)
-            conform_parts(self.table_dir, self.schema)  # finished parts get the new columns now
+            # This writer's finished parts get the new columns now (others' are theirs).
+            conform_parts(self.table_dir, self.schema, self._own_parts())
         if self._writer is None and not self._buffer:
             self._part_started = time.monotonic()
         self._buffer.append(batch)
@@ -236,7 +243,7 @@ class TableWriter:
         if self._writer is None:
             return
         self._writer.close()
-        final = self.table_dir / f"part-{self._next_part:05d}.parquet"
+        final = self._part_path()
         os.replace(self._tmp, final)
         self._writer, self._tmp, self._part_rows = None, None, 0
         self._next_part += 1
@@ -251,8 +258,14 @@ class TableWriter:
 
     def _open_part(self) -> None:
         self.table_dir.mkdir(parents=True, exist_ok=True)
-        self._tmp = _tmp_path(self.table_dir / f"part-{self._next_part:05d}.parquet")
+        self._tmp = _tmp_path(self._part_path())
         self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+
+    def _own_parts(self) -> list[Path]:
+        return sorted(self.table_dir.glob(f"{self._prefix}-[0-9][0-9][0-9][0-9][0-9].parquet"))
+
+    def _part_path(self) -> Path:
+        return self.table_dir / f"{self._prefix}-{self._next_part:05d}.parquet"
 
     def _flush(self) -> None:
         if not self._buffer:

@@ -50,6 +50,7 @@ import pyarrow.parquet as pq
 from armory_datasets.records.names import check_name
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store import media
+from armory_datasets.store.commit import check_writer_id, create_or_join, read_journals, write_journal
 from armory_datasets.store.column_types import ColumnTypes, check_record_size
 from armory_datasets.store.finalize import TABLE_DIR, finalize_export
 from armory_datasets.store.hf_card import hf_label_metadata
@@ -102,8 +103,14 @@ class ExportWriter:
         rows_per_group: int = 4096,
         rows_per_part: int = 100_000,
         seconds_per_part: float = 60.0,
+        writer_id: str | None = None,
     ) -> None:
         self.export_dir = Path(export_dir)
+        self.writer_id = None if writer_id is None else check_writer_id(writer_id)
+        if writer_id is not None and overwrite:
+            raise ValueError(f"overwrite: got True with writer_id {writer_id!r}; expected "
+                             f"False: writers sharing {self.export_dir} cannot replace it safely "
+                             f"(delete the directory first)")
         evaluation = dict(evaluation_info or {})
         evaluation.setdefault("name", self.export_dir.name)
         check_name(evaluation["name"], "evaluation_info['name']")
@@ -121,6 +128,9 @@ class ExportWriter:
             if not overwrite:
                 raise
             existing = None  # overwrite replaces a damaged export too
+        if writer_id is not None:
+            existing = create_or_join(self.export_dir, _shared_manifest(
+                evaluation, png_compress_level, fiftyone)) if existing is None else existing
         self._replace_existing = False
         self._previous_exporters: dict[str, dict[str, Any]] = {}
         self._old_export: dict[str, Any] | None = None  # the manifest an overwrite replaces
@@ -166,7 +176,7 @@ class ExportWriter:
             self._check_parts()
             schema = unified_schema(self.export_dir / TABLE_DIR)
             self.types = ColumnTypes({f.name: f.type for f in schema or [] if f.name not in VOCABULARY})
-            self._resumed_keys = read_keys(self.export_dir / TABLE_DIR)
+            self._resumed_keys = read_keys(self._own_parts())
         self.media = MediaWriter(self.export_dir, self._materialize, png_compress_level)
         self._written_keys: dict[str, set[int]] = {}
         self._pending: list[Contribution] = []
@@ -405,20 +415,43 @@ class ExportWriter:
         if self._table is not None:
             return
         self.export_dir.mkdir(parents=True, exist_ok=True)
-        if self.resuming:
+        if self.resuming and self.writer_id is None:  # other writers' are theirs to finish
             for entry in (TABLE_DIR, "media"):
                 media.remove_tmp_files(self.export_dir / entry)
         schema = pa.schema(list(VOCABULARY.arrow_schema())
                            + [pa.field(k, t) for k, t in self.types.dynamic.items()])
+        self._parts_written: set[str] = set()
         self._table = TableWriter(self.export_dir / TABLE_DIR, schema, on_part=self._on_part,
-                                  **self._table_options)
+                                  writer_id=self.writer_id, **self._table_options)
         self._table.set_metadata(hf_label_metadata(self.manifest["class_names"]))
         self._write_manifest()
 
-    def _on_part(self, _path: Path) -> None:
+    def _on_part(self, path: Path) -> None:
+        self._parts_written.add(path.name)
         self._write_manifest()
 
+    def _own_parts(self) -> list[Path]:
+        """The finished parts this writer vouches for: all of them, or its journal's."""
+        table_dir = self.export_dir / TABLE_DIR
+        if self.writer_id is None:
+            return part_paths(table_dir)
+        journal = read_journals(table_dir).get(self.writer_id)
+        return [table_dir / name for name in journal["parts"]] if journal else []
+
+    def _write_journal(self, status: str) -> None:
+        table_dir = self.export_dir / TABLE_DIR
+        previous = read_journals(table_dir).get(self.writer_id) or {"parts": []}
+        finished = {p.name for p in table_dir.glob(f"part-{self.writer_id}-*.parquet")}
+        vouched = set(previous["parts"]) | (finished & self._parts_written)
+        write_journal(table_dir, {
+            "writer": self.writer_id, "export_id": self.export_id, "status": status,
+            "parts": sorted(vouched), "exporters": self.manifest["exporters"],
+            "class_names": self.manifest["class_names"]})
+
     def _write_manifest(self) -> None:
+        if self.writer_id is not None:  # the manifest is the committer's; the journal is ours
+            self._write_journal("writing")
+            return
         self.manifest["table"]["parts"] = [p.name for p in part_paths(self.export_dir / TABLE_DIR)]
         schema = self._table.schema if self._table is not None else []
         self.manifest["dynamic_columns"] = [
@@ -433,6 +466,7 @@ class ExportWriter:
 
         Returns the FiftyOne dataset's name (None when written without FiftyOne): the
         manifest's, or this directory's copy name when another directory owns that one.
+        One of several writers (``writer_id``) only marks its journal done.
 
         Example:
             >>> import tempfile
@@ -446,6 +480,9 @@ class ExportWriter:
         self._materialize()
         self._closed = True
         self._table.close()
+        if self.writer_id is not None:
+            self._write_journal("done")  # commit_export() makes it visible
+            return None
         self._write_manifest()
         if self._replacement is not None:
             self._replacement.swap()
@@ -494,3 +531,10 @@ class ExportWriter:
             self.close()
         else:
             self.abort()
+
+
+def _shared_manifest(evaluation: dict[str, Any], png_compress_level: int, fiftyone: bool) -> dict[str, Any]:
+    """The manifest the first of several writers creates (the others adopt it)."""
+    manifest = new_manifest(evaluation, png_compress_level)
+    manifest["fiftyone"]["dataset"] = default_dataset_name(manifest) if fiftyone else None
+    return manifest
