@@ -162,10 +162,20 @@ class EvaluationEngine:
         from armory_datasets.store.manifest import read_manifest
 
         dist.barrier()
+        failure = None
         if self.shard[0] == 0:
-            commit_export(self.export_dir)
-        dist.barrier()
-        return read_manifest(self.export_dir)["fiftyone"]["dataset"]
+            try:
+                commit_export(self.export_dir)
+            except Exception as error:  # noqa: BLE001 (re-raised after the barrier below)
+                failure = error
+        dist.barrier()  # reached by rank 0 even when its commit failed: nobody hangs
+        if failure is not None:
+            raise failure
+        manifest = read_manifest(self.export_dir)
+        if manifest["status"] != "complete":
+            raise RuntimeError(f"{self.export_dir}: rank 0 could not commit the export (see its "
+                               f"error); fix it and run `armory-datasets commit {self.export_dir}`")
+        return manifest["fiftyone"]["dataset"]
 
     def _open_writer(self, stack: ExitStack) -> Any:
         writer = self.writer

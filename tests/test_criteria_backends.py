@@ -6,7 +6,9 @@ those that pyarrow (Parquet scan with the filter pushed down), DuckDB (SQL on th
 Parquet file), Polars (``scan_parquet`` + ``filter``), Spark SQL (``spark.read.parquet``,
 many criteria per query, one session) and FiftyOne (``dataset.match``) return; and on an
 export four writer processes wrote at once, every backend selects the same records.
-Spark needs pyspark and Java; without them its tests are skipped with the reason.
+Ray Data (``read_parquet(...).map_batches(lambda t: t.filter(criterion.to_arrow()))``) too. Spark
+needs pyspark and Java, Ray needs ``ray[data]``; without them their tests are skipped
+with the reason.
 """
 
 from __future__ import annotations
@@ -231,3 +233,35 @@ def test_one_criterion_selects_the_same_records_in_every_backend_on_a_multi_writ
         assert {r["record_key"] for r in frame.where(criterion.to_spark_sql())
                 .select("record_key").collect()} == expected, text
         assert set(export.fiftyone(criterion).values("record_key")) == expected, text
+
+
+@pytest.fixture(scope="module")
+def ray_data():
+    """Ray Data on a local one-CPU Ray, or a skip saying why not."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray[data]')")
+    try:  # ray.data.read_parquet imports it; some fsspec releases lack it
+        from fsspec.implementations.http import HTTPFileSystem  # noqa: F401
+    except ImportError as error:
+        pytest.skip(f"ray.data.read_parquet cannot run with this fsspec: {error}")
+    import ray.data
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray.data
+    ray.shutdown()
+
+
+def test_ray_data_selects_the_same_records_on_a_multi_writer_export(multi_writer_export, ray_data):
+    from armory_datasets import open_export
+    from armory_datasets.criteria import parse
+
+    export = open_export(multi_writer_export)
+    files = [str(p) for p in export.parts]
+    for text in MULTI_WRITER_CRITERIA:
+        criterion = parse(text)
+        expected = set(export.table(criterion, columns=["record_key"]).column(0).to_pylist())
+        expression = criterion.to_arrow()
+        rows = ray_data.read_parquet(files).map_batches(
+            lambda batch, e=expression: batch.filter(e).select(["record_key"]),
+            batch_format="pyarrow")
+        assert {row["record_key"] for row in rows.take_all()} == expected, text
