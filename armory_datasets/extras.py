@@ -4,8 +4,8 @@
 numpy; jsonschema, pillow and tifffile for the manifest and media). The extras of
 pyproject.toml add the rest: ``[fiftyone]`` (datasets, App), ``[torch]`` (engine,
 perturbations, torch datasets, digits demo), ``[saliency]`` (Captum, XAITK, D-RISE),
-``[hf]`` (Hugging Face ``datasets``), ``[polars]``, ``[spark]`` and ``[all]`` (all but
-Spark). A module that needs one calls
+``[hf]`` (Hugging Face ``datasets``), ``[polars]``, ``[spark]``, ``[ray]`` and ``[all]``
+(all but Spark and Ray). A module that needs one calls
 :func:`require` before importing it, so a missing package is one
 :class:`MissingExtraError` (an ``ImportError``) naming the extra, not a bare
 ``No module named 'torch'`` from deep inside.
@@ -23,7 +23,7 @@ import importlib.util
 
 __all__ = ["EXTRAS", "MissingExtraError", "require"]
 
-EXTRAS = ("fiftyone", "torch", "saliency", "hf", "polars", "spark", "all")
+EXTRAS = ("fiftyone", "torch", "saliency", "hf", "polars", "spark", "ray", "all")
 
 
 class MissingExtraError(ImportError):

@@ -4,8 +4,8 @@
 Parquet scan. Comparisons on nullable columns get ``fill_null(False)``, so a null
 compares false and ``~`` of it is true, as at export time. Polars' ``%`` is already
 floor modulo and its ``==`` already equates -0.0 with 0.0, as numpy does. Object
-criteria (boxes) are not compiled to Polars yet. Polars is imported here only:
-``pip install polars``.
+criteria (boxes) are not compiled to Polars yet. Polars is imported here only (the
+``[polars]`` extra).
 
 Example:
     >>> from armory_datasets.criteria import parse
@@ -44,10 +44,11 @@ _OPS = {"<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.n
 
 
 def _polars() -> Any:
-    try:
-        import polars
-    except ImportError as error:
-        raise ImportError("criterion.to_polars() needs Polars: pip install polars") from error
+    from armory_datasets.extras import require
+
+    require("polars", extra="polars", feature="criterion.to_polars()")
+    import polars
+
     return polars
 
 
