@@ -76,8 +76,9 @@ class EvaluationEngine:
 
     ``export_dir`` defaults to ``armory-exports/{name}-{UTC time}`` when there are
     exporters; ``overwrite`` and ``fiftyone`` go to the ``armory_datasets.store.ExportWriter``
-    the engine opens. ``shard=(rank, world_size)``: evaluate one shard (module docstring). ``writer`` replaces that writer (any object with ``end_batch()``,
-    ``close()`` and the context manager protocol). ``quiet=True`` hides the progress bar.
+    the engine opens. ``shard=(rank, world_size)``: evaluate one shard (module docstring).
+    ``writer`` replaces that writer (any object with ``end_batch()``, ``close()`` and the
+    context manager protocol). ``quiet=True`` hides the progress bar.
 
     Example:
         >>> from armory_datasets.evaluation import Evaluation
