@@ -110,6 +110,16 @@ def test_fiftyone_rebuild_refuses_paths_outside_the_export(copy, column, hostile
         open_export(copy).fiftyone()
 
 
+@pytest.mark.parametrize("format", ["imagefolder", "hf"])
+def test_convert_refuses_image_paths_outside_the_export(copy, tmp_path, format):
+    rewrite_column(copy, "image_path", "../outside.png")
+    (copy.parent / "outside.png").write_bytes((copy / "media/images/benign/00000000.png").read_bytes())
+    out = tmp_path / "converted"
+    with pytest.raises(UnsafePathError, match=f"record {first_key(copy)!r} image_path"):
+        open_export(copy).convert(out, format)
+    assert not out.exists()
+
+
 def test_a_metadata_column_never_becomes_a_heatmap_by_its_name(copy):
     add_column(copy, "source_path", "media/heatmaps/../../../etc/passwd")
     view = open_export(copy).fiftyone()
