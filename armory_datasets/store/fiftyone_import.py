@@ -252,6 +252,7 @@ def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: boo
     fo = import_fiftyone()
     import fiftyone.core.odm as foo
     import fiftyone.core.utils as fou
+    from pymongo import IndexModel
 
     if fo.dataset_exists(name):
         existing = fo.load_dataset(name)
@@ -264,9 +265,10 @@ def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: boo
             raise FileExistsError(f"FiftyOne dataset {name!r} exists; pass overwrite=True to rebuild it")
         fo.delete_dataset(name)
     dataset = fo.Dataset(name, persistent=True)
-    dataset.info = {"export_dir": str(export_dir), "export_id": manifest["export_id"],
-                    "evaluation": manifest["evaluation"]}
-    dataset.media_type = "image"
+    # Each of FiftyOne's dataset setters saves the document: set them on it, save once.
+    dataset._doc.info = {"export_dir": str(export_dir), "export_id": manifest["export_id"],
+                         "evaluation": manifest["evaluation"]}
+    dataset.media_type = "image"  # saves the info with it: ownership holds before any sample
     from armory_datasets.reading import listed_parts, part_schema  # reading imports store
 
     parts = listed_parts(export_dir, manifest)
@@ -277,12 +279,13 @@ def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: boo
     foo.insert_documents(builder.documents(), dataset._sample_collection, progress=False,
                          batcher=partial(fou.StaticBatcher, batch_size=INSERT_BATCH))
     _declare_fields(fo, dataset, schema, builder)
-    dataset.app_config = app_config(fo, dataset, schema, list(builder.heatmaps))
-    dataset.create_index("record_key", unique=True)
-    dataset.create_index("sample_index")
-    dataset.description = manifest["evaluation"]["description"]
+    # Both indexes in one round trip; FiftyOne lists a collection's indexes from MongoDB.
+    dataset._sample_collection.create_indexes([IndexModel("record_key", unique=True),
+                                               IndexModel("sample_index")])
+    dataset._doc.app_config = app_config(fo, dataset, schema, list(builder.heatmaps))
+    dataset._doc.description = manifest["evaluation"]["description"]
     if manifest["class_names"] is not None:
-        dataset.default_classes = manifest["class_names"]
+        dataset._doc.default_classes = manifest["class_names"]
     dataset.save()
     dataset.save_view(BY_SAMPLE_VIEW, dataset.group_by("sample_index", order_by="chain"))
     return dataset
