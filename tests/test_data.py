@@ -247,3 +247,21 @@ def test_objects_above_threshold():
     objects = Objects([[0, 0, 1, 1], [0, 0, 2, 2], [0, 0, 3, 3]], [0, 1, 2], [0.2, 0.5, 0.9])
     assert objects.above(0.5).labels.tolist() == [1, 2]
     assert len(Objects([[0, 0, 1, 1]], [0]).above(0.9)) == 1  # no scores: ground truth kept
+
+
+def test_data_does_not_import_metrics():
+    """Batches only carry values: metrics are the record builder's, computed once at its settings."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from armory_datasets.data import Images, ImageClassificationBatch, ObjectDetectionBatch, Objects\n"
+        "b = ImageClassificationBatch(Images(np.zeros((2, 1, 2, 2), np.uint8)), [0, 1],"
+        " predictions=[[0.9, 0.1], [0.2, 0.8]], global_indices=[4, 5])\n"
+        "[b.column(c) for c in ('target', 'prediction', 'sample_index', 'width')]\n"
+        "d = ObjectDetectionBatch(Images(np.zeros((1, 1, 4, 4), np.uint8)), [Objects([[0, 0, 2, 2]], [0])],"
+        " [Objects([[0, 0, 2, 2]], [0], [0.9])])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('armory_datasets.metrics')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
