@@ -33,6 +33,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from armory_datasets.store.commit import WRITERS_DIR
 from armory_datasets.store.manifest import (
     MANIFEST_FILE,
     format_arrow_type,
@@ -48,7 +49,8 @@ __all__ = ["Problem", "VerifyReport", "verify_export"]
 
 QUARANTINE = "quarantine"
 TABLE = "table"
-_PART = re.compile(r"^part-[0-9]{5}\.parquet$")
+# As schemas/manifest.v1.json: a single writer's part-NNNNN, a multi-writer's part-{writer}-NNNNN.
+_PART = re.compile(r"^part-([A-Za-z0-9_.]{1,64}-)?[0-9]{5}\.parquet$")
 _IMAGE = re.compile(r"^media/images/([^/]+)/([0-9]+)\.png$")
 
 
@@ -207,7 +209,10 @@ class _Check:
         table = self.root / TABLE
         if not table.is_dir():
             return []
-        return sorted(p for p in table.iterdir() if p.name not in listed)
+        # The writers' journals (store/commit.py) belong to a multi-writer export.
+        journals = table / WRITERS_DIR
+        return sorted(p for p in table.iterdir() if p.name not in listed
+                      and not (p == journals and p.is_dir() and not p.is_symlink()))
 
     # -------------------------------------------------------------- parts
 

@@ -171,3 +171,40 @@ def test_verify_json_and_a_clean_export(original, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["records"] == RECORDS and report["problems"] == []
     assert open_export(original).verify().ok
+
+
+def test_a_committed_multi_writer_export_verifies_and_its_damage_is_still_found(tmp_path):
+    """Writer-named parts and the writers' journals are part of a committed export, not strays."""
+    from armory_datasets.store.commit import commit_export
+    from multiwriter_support import write_shard
+
+    export_dir = tmp_path / "multi"
+    write_shard(export_dir, "w0", [0, 2])
+    write_shard(export_dir, "w1", [1, 3])
+    commit_export(export_dir)
+    parts = sorted(p.name for p in (export_dir / "table").glob("part-*.parquet"))
+    assert parts and all(p.startswith(("part-w0-", "part-w1-")) for p in parts)
+    report = verify_export(export_dir)
+    assert report.ok, str(report)
+    assert report.records == open_export(export_dir).table().num_rows > 0
+
+    (export_dir / "table" / "part-w9-00000.parquet").write_bytes(b"stray")
+    (export_dir / "table" / parts[0]).write_bytes(b"PAR1 truncated")
+    damaged = verify_export(export_dir)
+    found = {Path(p.path).name for p in damaged.problems}
+    assert not damaged.ok and {"part-w9-00000.parquet", parts[0]} <= found, str(damaged)
+
+
+def test_repair_rebuilds_a_lost_manifest_of_a_multi_writer_export_from_its_writer_parts(tmp_path):
+    from armory_datasets.store.commit import commit_export
+    from multiwriter_support import write_shard
+
+    export_dir = tmp_path / "multi"
+    write_shard(export_dir, "w0", [0, 2])
+    write_shard(export_dir, "w1", [1, 3])
+    commit_export(export_dir)
+    before = open_export(export_dir).table().num_rows
+    (export_dir / "manifest.json").unlink()
+    report = verify_export(export_dir, repair=True)
+    assert report.repaired and not report.lost_records, str(report)
+    assert open_export(export_dir).table().num_rows == before == 40
