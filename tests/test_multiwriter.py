@@ -223,3 +223,58 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+FAILED_COMMIT_SCRIPT = """
+    import sys
+    import torch.distributed as dist
+    sys.path.insert(0, sys.argv[2])
+    import armory_datasets.store.commit as commit
+    from test_multiwriter import tiny_evaluation
+    from armory_datasets.engine import EvaluationEngine
+
+    def broken_commit(export_dir):
+        raise OSError("disk went away during the commit")
+
+    dist.init_process_group("gloo")
+    if dist.get_rank() == 0:
+        commit.commit_export = broken_commit
+    try:
+        EvaluationEngine(tiny_evaluation(), export_dir=sys.argv[1], quiet=True, fiftyone=False).run()
+        said = "finished"
+    except Exception as error:
+        said = f"{type(error).__name__}: {error}"
+    with open(f"{sys.argv[1]}.rank{dist.get_rank()}", "w") as out:
+        out.write(said)
+    dist.destroy_process_group()
+"""
+
+
+def test_a_failed_commit_on_rank_0_stops_every_rank_and_leaves_a_resumable_export(tmp_path):
+    """No rank hangs at the barrier; each says why; the export stays uncommitted until
+    ``armory-datasets commit`` completes it, equal to a one-process run."""
+    from armory_datasets.cli import main
+    from armory_datasets.engine import EvaluationEngine
+    from armory_datasets.store.manifest import read_manifest
+
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(FAILED_COMMIT_SCRIPT))
+    export_dir = tmp_path / "ranks"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", str(_free_port()), str(script), str(export_dir), str(ROOT / "tests")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = [(tmp_path / f"ranks.rank{rank}").read_text() for rank in (0, 1)]
+    assert said[0] == "OSError: disk went away during the commit"
+    assert said[1].startswith("RuntimeError:") and "armory-datasets commit" in said[1]
+    assert read_manifest(export_dir)["status"] != "complete"
+
+    assert main(["commit", str(export_dir)]) == 0
+    manifest, table = committed_table(export_dir)
+    assert manifest["status"] == "complete"
+    single = EvaluationEngine(tiny_evaluation(), export_dir=tmp_path / "one", quiet=True,
+                              fiftyone=False).run()
+    expected = comparable(ds.dataset(single.export_dir / "table", format="parquet").to_table())
+    assert comparable(table).equals(expected)
