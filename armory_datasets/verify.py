@@ -37,6 +37,7 @@ from armory_datasets.store.commit import WRITERS_DIR
 from armory_datasets.store.manifest import (
     MANIFEST_FILE,
     format_arrow_type,
+    is_part_name,
     new_manifest,
     UnsupportedVersionError,
     read_manifest,
@@ -49,8 +50,6 @@ __all__ = ["Problem", "VerifyReport", "verify_export"]
 
 QUARANTINE = "quarantine"
 TABLE = "table"
-# As schemas/manifest.v1.json: a single writer's part-NNNNN, a multi-writer's part-{writer}-NNNNN.
-_PART = re.compile(r"^part-([A-Za-z0-9_.]{1,64}-)?[0-9]{5}\.parquet$")
 _IMAGE = re.compile(r"^media/images/([^/]+)/([0-9]+)\.png$")
 
 
@@ -203,7 +202,7 @@ class _Check:
 
     def found_parts(self) -> list[str]:
         return sorted(p.name for p in (self.root / TABLE).glob("part-*.parquet")
-                      if _PART.match(p.name) and p.is_file() and not p.is_symlink())
+                      if is_part_name(p.name) and p.is_file() and not p.is_symlink())
 
     def stray(self, listed: list[str]) -> list[Path]:
         table = self.root / TABLE

@@ -25,8 +25,9 @@ and groups without a sample in the default slice are hidden from the default gri
 Samples are written in bulk as FiftyOne's own importer does (raw documents through
 ``fiftyone.core.odm.insert_documents``), not one ``add_sample`` at a time, because no
 public FiftyOne API inserts prepared documents; this needs three private names,
-``dataset._sample_collection``, ``dataset._doc.id`` and ``fiftyone.core.odm.sample.
-_generate_rand`` (pinned by fiftyone<1.23). The schema is declared with the public
+``dataset._sample_collection``, ``dataset._doc`` (its id, and its info, app_config,
+description and default_classes, set together and saved once where each public setter
+saves) and ``fiftyone.core.odm.sample._generate_rand`` (pinned by fiftyone<1.23). The schema is declared with the public
 ``add_dynamic_sample_fields``. ``record_key`` gets a unique index.
 
 Ownership: a dataset belongs to the export directory whose export id and absolute path

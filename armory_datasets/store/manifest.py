@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 import os
 import secrets
 from datetime import datetime, timezone
@@ -139,6 +140,19 @@ def _validator() -> Any:
     schema = json.loads(MANIFEST_SCHEMA_FILE.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
+
+
+def is_part_name(name: str) -> bool:
+    """Whether ``name`` is a table part's name as manifest.v1.json allows it.
+
+    Example:
+        >>> is_part_name("part-00001.parquet"), is_part_name("part-w0-00001.parquet")
+        (True, True)
+        >>> is_part_name("../part-00001.parquet")
+        False
+    """
+    pattern = _validator().schema["properties"]["table"]["properties"]["parts"]["items"]["pattern"]
+    return re.fullmatch(pattern, name) is not None
 
 
 def validate_manifest(doc: dict[str, Any]) -> None:
