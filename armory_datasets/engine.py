@@ -53,11 +53,12 @@ class EvaluationResult:
     """What a run produced.
 
     ``metrics``: per chain, run-level aggregates (``accuracy``, ``mean_confidence``,
-    ``mean_precision``, ...; None when undefined). ``counts``: samples per chain.
+    ``mean_precision``, ...; None when undefined), plus a detection exporter's COCO
+    ``ap50``, ``map`` and ``ap50_per_class``. ``counts``: samples per chain.
     ``export_dir`` and ``dataset_name`` (the FiftyOne dataset) are None without exporters.
     """
 
-    metrics: dict[str, dict[str, float | None]]
+    metrics: dict[str, dict[str, Any]]
     export_dir: Path | None
     dataset_name: str | None
     counts: dict[str, int] = field(default_factory=dict)
@@ -153,6 +154,9 @@ class EvaluationEngine:
                 if self.distributed:
                     dataset_name = self._commit_after_barrier()
         summary = {c: summarize(metrics_used.get(c, []), values[c]) for c in evaluation.chains}
+        for exporter in exporters:  # run-level metrics an exporter measured (detection AP)
+            for chain, measured in getattr(exporter, "run_metrics", dict)().items():
+                summary[chain].update(measured)
         return EvaluationResult(summary, self.export_dir if exporters else None, dataset_name, counts)
 
     def _commit_after_barrier(self) -> str | None:

@@ -69,7 +69,7 @@ def test_boxes_are_pixel_xyxy_in_parquet_with_metrics_at_the_threshold(exported)
                        metrics.Recall(score_threshold=0.4)):
             value = metric(batch)[p]
             assert (row[metric.name] is None) if np.isnan(value) else row[metric.name] == value
-    assert manifest["exporters"][0]["params"] == {"score_threshold": 0.4}
+    assert manifest["exporters"][0]["params"] == {"score_threshold": 0.4, "iou_threshold": 0.5}
 
 
 def test_boxes_round_trip_through_fiftyone_relative_xywh(exported):

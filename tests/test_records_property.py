@@ -31,11 +31,12 @@ from armory_datasets import metrics
 from armory_datasets.criteria import nodes as N
 from armory_datasets.data import Images, ImageClassificationBatch, ObjectDetectionBatch, Objects
 from armory_datasets.export import ImageClassificationExporter, ObjectDetectionExporter
-from armory_datasets.export.object_detection import objects_column
+from armory_datasets.detection.columns import matched_columns
 from armory_datasets.store import ExportWriter
 
 CHAINS = ("benign", "fgsm")
 THRESHOLD = 0.3
+IOU_THRESHOLD = 0.4  # not one of COCO's ten: matched apart from the run's AP
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -87,7 +88,8 @@ def own_loop(export_dir: Path, exporter, per_chain: dict[str, list], fiftyone: b
     return set(ds.dataset(export_dir / "table").to_table(columns=["record_key"]).column(0).to_pylist())
 
 
-def numpy_keys(criterion, per_chain: dict[str, list], threshold: float | None) -> set[str]:
+def numpy_keys(criterion, per_chain: dict[str, list], threshold: float | None,
+               iou_threshold: float = 0.5) -> set[str]:
     """The numpy evaluator on each batch with its true global indices (and detection metrics
     at the exporter's threshold): an oracle independent of the record builder."""
     keys = set()
@@ -98,13 +100,17 @@ def numpy_keys(criterion, per_chain: dict[str, list], threshold: float | None) -
             offset += len(batch)
             known = {}
             if threshold is not None:
-                for m in (metrics.NumPredictions(score_threshold=threshold), metrics.MeanIoU(score_threshold=threshold),
-                          metrics.Precision(score_threshold=threshold), metrics.Recall(score_threshold=threshold)):
+                t, i = threshold, iou_threshold
+                for m in (metrics.NumPredictions(score_threshold=t), metrics.MeanIoU(i, t),
+                          metrics.Precision(i, t), metrics.Recall(i, t)):
                     known[m.name] = m(batch)
-                for name, objects in (("ground_truth_objects", batch.targets),
-                                      ("predicted_objects", [p.above(threshold) for p in batch.predictions])):
+                matched = matched_columns(batch.targets, [p.above(threshold) for p in batch.predictions],
+                                          iou_threshold)
+                for name, objects in (("ground_truth_objects", matched.ground_truth),
+                                      ("predicted_objects", matched.predicted)):
                     known[name] = np.empty(len(batch), dtype=object)
-                    known[name][:] = objects_column(objects)
+                    known[name][:] = objects.to_pylist()
+                known.update(tp=matched.tp, fp=matched.fp, fn=matched.fn)
             oracle = replace(batch, global_indices=indices, metrics=known)
             keys.update(f"{chain}/{indices[p]}" for p in np.flatnonzero(criterion.mask(chain, batch_idx, oracle)))
     return keys
@@ -120,7 +126,8 @@ def query_keys(export_dir: Path, criterion) -> tuple[set[str], set[str]]:
 DETECTION_COLUMNS = {"num_targets": st.integers(-1, 3), "num_predictions": st.integers(-1, 4),
                      "mean_iou": st.sampled_from([0.0, 0.5, 0.9, 1.0]),
                      "precision": st.sampled_from([0.0, 0.3, 0.5, 0.67, 1.0]),
-                     "recall": st.sampled_from([0.0, 0.5, 1.0])}
+                     "recall": st.sampled_from([0.0, 0.5, 1.0]),
+                     "tp": st.integers(0, 2), "fp": st.integers(0, 2), "fn": st.integers(0, 2)}
 
 
 @st.composite
@@ -132,7 +139,10 @@ def detection_comparisons(draw) -> N.Criterion:
 
 OBJECT_CRITERIA = st.sampled_from([C.parse(text) for text in (
     "any(predicted_objects, score > 0.6)", "all(predicted_objects, label == 0)",
-    "count(ground_truth_objects, label == 1) >= 1", "count(predicted_objects) > 2")])
+    "count(ground_truth_objects, label == 1) >= 1", "count(predicted_objects) > 2",
+    'any(predicted_objects, score > 0.6 & match == "fp")', 'all(ground_truth_objects, match == "tp")',
+    'count(ground_truth_objects, label == 1 & match == "fn") >= 1',
+    "any(predicted_objects, iou > 0.45 & matched_index == 0)")])
 
 
 def detection_criteria():
@@ -162,12 +172,12 @@ def test_detection_at_a_non_default_threshold_equals_numpy_pyarrow_duckdb(seed, 
     per_chain = {chain: detection_batches(seed, sizes, chain) for chain in CHAINS}
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
-        exported = own_loop(root / "chosen", ObjectDetectionExporter(score_threshold=THRESHOLD,
+        exported = own_loop(root / "chosen", ObjectDetectionExporter(score_threshold=THRESHOLD, iou_threshold=IOU_THRESHOLD,
                                                                      criterion=criterion), per_chain)
-        own_loop(root / "all", ObjectDetectionExporter(score_threshold=THRESHOLD, criterion=C.always()),
+        own_loop(root / "all", ObjectDetectionExporter(score_threshold=THRESHOLD, iou_threshold=IOU_THRESHOLD, criterion=C.always()),
                  per_chain)
         arrow, sql = query_keys(root / "all", criterion)
-    assert exported == numpy_keys(criterion, per_chain, THRESHOLD), str(criterion)
+    assert exported == numpy_keys(criterion, per_chain, THRESHOLD, IOU_THRESHOLD), str(criterion)
     assert exported == arrow == sql, str(criterion)
 
 
@@ -181,7 +191,7 @@ def test_own_loop_equals_fiftyone_match(seed, sizes, criterion, detection, data)
     if detection:
         criterion = data.draw(detection_criteria())
         per_chain = {chain: detection_batches(seed, sizes, chain) for chain in CHAINS}
-        make = lambda c: ObjectDetectionExporter(score_threshold=THRESHOLD, criterion=c)  # noqa: E731
+        make = lambda c: ObjectDetectionExporter(score_threshold=THRESHOLD, iou_threshold=IOU_THRESHOLD, criterion=c)  # noqa: E731
     else:
         per_chain = {chain: classification_batches(seed, sizes, chain) for chain in CHAINS}
         make = lambda c: ImageClassificationExporter(criterion=c)  # noqa: E731

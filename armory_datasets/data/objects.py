@@ -21,9 +21,10 @@ _BOX_TOLERANCE = 1e-4
 
 @dataclasses.dataclass(eq=False)
 class Objects:
-    """Boxes of one image: ``boxes`` (K,4) xyxy pixels, ``labels`` (K,), ``scores`` (K,) or None.
+    """Boxes of one image: ``boxes`` (K,4) xyxy pixels, ``labels`` (K,), ``scores`` (K,) or None,
+    ``iscrowd`` (K,) bool or None (ground truth only: COCO's crowd regions).
 
-    Stored as float64 / int64 / float64 numpy. Construction checks shapes, dtypes and
+    Stored as float64 / int64 / float64 / bool numpy. Construction checks shapes, dtypes and
     finiteness; the batch checks boxes against the image and labels against class names.
 
     Example:
@@ -35,6 +36,7 @@ class Objects:
     boxes: Any
     labels: Any
     scores: Any = None
+    iscrowd: Any = None
 
     def __post_init__(self) -> None:
         self.boxes = self._float_array(self.boxes, "boxes")
@@ -48,6 +50,11 @@ class Objects:
         self.labels = labels
         if self.scores is not None:
             self.scores = self._float_array(self.scores, "scores").reshape(-1)
+        if self.iscrowd is not None:
+            crowd = to_numpy(self.iscrowd).reshape(-1)
+            if crowd.size and not (crowd.dtype == np.bool_ or np.isin(crowd, (0, 1)).all()):
+                raise ValueError(f"iscrowd: {crowd.tolist()[:5]}; expected one bool (or 0/1) per box")
+            self.iscrowd = crowd.astype(bool)
         self.validate()
 
     @staticmethod
@@ -59,7 +66,8 @@ class Objects:
 
     @classmethod
     def from_mapping(cls, value: Mapping[str, Any]) -> Objects:
-        """Objects from a dict with "boxes", "labels" and optional "scores" (torchvision style).
+        """Objects from a dict with "boxes", "labels" and optional "scores" and "iscrowd"
+        (torchvision style).
 
         Example:
             >>> len(Objects.from_mapping({"boxes": [], "labels": []}))
@@ -68,8 +76,8 @@ class Objects:
         missing = {"boxes", "labels"} - set(value)
         if missing:
             raise ValueError(f"keys {sorted(value)}; expected 'boxes', 'labels' and optional "
-                             f"'scores' (missing {sorted(missing)})")
-        return cls(value["boxes"], value["labels"], value.get("scores"))
+                             f"'scores', 'iscrowd' (missing {sorted(missing)})")
+        return cls(value["boxes"], value["labels"], value.get("scores"), value.get("iscrowd"))
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -84,7 +92,8 @@ class Objects:
         if self.scores is None:
             return self
         keep = self.scores >= score_threshold
-        return Objects(self.boxes[keep], self.labels[keep], self.scores[keep])
+        crowd = None if self.iscrowd is None else self.iscrowd[keep]
+        return Objects(self.boxes[keep], self.labels[keep], self.scores[keep], crowd)
 
     def validate(self, field: str = "objects", height: int | None = None, width: int | None = None,
                  num_classes: int | None = None, require_scores: bool = False) -> None:
@@ -110,6 +119,9 @@ class Objects:
         elif self.scores.shape != (k,):
             raise ValueError(f"{field}.scores: got shape {self.scores.shape}; expected ({k},) "
                              f"one score per box")
+        if self.iscrowd is not None and self.iscrowd.shape != (k,):
+            raise ValueError(f"{field}.iscrowd: got shape {self.iscrowd.shape}; expected ({k},) "
+                             f"one bool per box")
         for name, array in (("boxes", self.boxes), ("scores", self.scores)):
             if array is not None:
                 require_finite(array, f"{field}.{name}")

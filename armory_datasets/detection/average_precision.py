@@ -34,10 +34,18 @@ class AveragePrecision:
         self._scores: dict[int, list[np.ndarray]] = defaultdict(list)
         self._matched: dict[int, list[np.ndarray]] = defaultdict(list)
         self._ignored: dict[int, list[np.ndarray]] = defaultdict(list)
+        self._images: dict[int, list[np.ndarray]] = defaultdict(list)
         self._ground_truth: dict[int, int] = defaultdict(int)
+        self._added = 0
 
-    def add(self, match: ImageMatch) -> None:
-        """Add one image matched at ``COCO_IOU_THRESHOLDS``."""
+    def add(self, match: ImageMatch, image_id: int | None = None) -> None:
+        """Add one image matched at ``COCO_IOU_THRESHOLDS``.
+
+        ``image_id`` (default: the count of images added before) orders detections of
+        equal score as COCOeval does, by image id, however the images arrive (shards).
+        """
+        image_id = self._added if image_id is None else int(image_id)
+        self._added += 1
         if not np.array_equal(match.thresholds, COCO_IOU_THRESHOLDS):
             raise ValueError("match: thresholds "
                              f"{match.thresholds.tolist()}; expected COCO_IOU_THRESHOLDS")
@@ -51,6 +59,54 @@ class AveragePrecision:
             self._scores[int(label)].append(match.pred_scores[picked])
             self._matched[int(label)].append(match.pred_gt[:, picked] >= 0)
             self._ignored[int(label)].append(match.pred_ignored[:, picked])
+            self._images[int(label)].append(np.full(len(picked), image_id, dtype=np.int64))
+
+    def state(self) -> dict:
+        """The accumulated detections as JSON values, for a writer's journal: per class its
+        ground-truth count and, by image order, every kept prediction's score and its
+        matched / ignored flags at the ten thresholds (bit ``t`` of an int).
+
+        Example:
+            >>> AveragePrecision().state()
+            {'max_detections': 100, 'ground_truth': {}, 'detections': {}}
+        """
+        bits = 1 << np.arange(len(COCO_IOU_THRESHOLDS), dtype=np.int64)
+
+        def packed(flags: list[np.ndarray]) -> list[int]:
+            return (np.concatenate(flags, axis=1).astype(np.int64) * bits[:, None]).sum(axis=0).tolist()
+
+        return {"max_detections": self.max_detections,
+                "ground_truth": {str(k): v for k, v in sorted(self._ground_truth.items())},
+                "detections": {str(k): {"scores": np.concatenate(self._scores[k]).tolist(),
+                                        "images": np.concatenate(self._images[k]).tolist(),
+                                        "matched": packed(self._matched[k]),
+                                        "ignored": packed(self._ignored[k])}
+                               for k in sorted(self._scores)}}
+
+    @classmethod
+    def merged(cls, states: list[dict]) -> AveragePrecision:
+        """One accumulator holding the detections of several ``state()`` s (several writers).
+
+        Example:
+            >>> from armory_datasets.detection.matching import match_image
+            >>> ap = AveragePrecision()
+            >>> ap.add(match_image([[0, 0, 2, 2]], [3], [0.9], [[0, 0, 2, 2]], [3], None, COCO_IOU_THRESHOLDS))
+            >>> round(AveragePrecision.merged([ap.state(), AveragePrecision().state()]).result()["map"], 6)
+            1.0
+        """
+        out = cls(max_detections=max([s["max_detections"] for s in states], default=100))
+        bits = 1 << np.arange(len(COCO_IOU_THRESHOLDS), dtype=np.int64)
+        for state in states:
+            for label, n in state["ground_truth"].items():
+                out._ground_truth[int(label)] += int(n)
+            for label, found in state["detections"].items():
+                flags = {k: (np.asarray(found[k], dtype=np.int64)[None, :] & bits[:, None]) > 0
+                         for k in ("matched", "ignored")}
+                out._scores[int(label)].append(np.asarray(found["scores"], dtype=np.float64))
+                out._matched[int(label)].append(flags["matched"])
+                out._ignored[int(label)].append(flags["ignored"])
+                out._images[int(label)].append(np.asarray(found["images"], dtype=np.int64))
+        return out
 
     def precision(self, label: int) -> np.ndarray | None:
         """Interpolated precision (T, 101) of a class, or None without ground truth."""
@@ -61,7 +117,8 @@ class AveragePrecision:
         if not self._scores.get(label):
             return np.zeros((n_t, len(RECALL_THRESHOLDS)))
         scores = np.concatenate(self._scores[label])
-        order = np.argsort(-scores, kind="mergesort")  # COCOeval's stable sort
+        # COCOeval: detections in image-id order, then a stable sort by descending score.
+        order = np.lexsort((np.concatenate(self._images[label]), -scores))
         matched = np.concatenate(self._matched[label], axis=1)[:, order]
         ignored = np.concatenate(self._ignored[label], axis=1)[:, order]
         tp = np.cumsum(matched & ~ignored, axis=1).astype(np.float64)
@@ -77,16 +134,25 @@ class AveragePrecision:
             out[t, inside] = envelope[t, at[inside]]
         return out
 
-    def result(self) -> dict:
+    def result(self, class_names: list[str] | None = None) -> dict:
         """``ap50_per_class`` {label: AP at IoU 0.5}, ``ap50`` (their mean) and ``map``
-        (mean over classes and IoU 0.50:0.95); None where no class has ground truth."""
-        per_class: dict[int, float] = {}
+        (mean over classes and IoU 0.50:0.95); None where no class has ground truth.
+        With ``class_names`` the per-class keys are strings (the name, or the label beyond
+        the names), else labels.
+
+        Example:
+            >>> AveragePrecision().result()
+            {'ap50_per_class': {}, 'ap50': None, 'map': None}
+        """
+        per_class: dict = {}
         means: list[np.ndarray] = []
         for label in sorted(self._ground_truth):
             precision = self.precision(label)
             if precision is None:
                 continue
-            per_class[label] = float(precision[0].mean())
+            key = label if class_names is None else (
+                class_names[label] if label < len(class_names) else str(label))
+            per_class[key] = float(precision[0].mean())
             means.append(precision.mean(axis=1))
         if not means:
             return {"ap50_per_class": {}, "ap50": None, "map": None}

@@ -36,6 +36,9 @@ class ExportSink(Protocol):
 
     def set_class_names(self, class_names: Sequence[str] | None) -> None: ...
 
+    def set_run_metrics(self, exporter_name: str, metrics: Mapping[str, Mapping[str, Any]],
+                        states: Mapping[str, Any] | None = None) -> None: ...
+
     def written(self, chain: str, sample_indices: Sequence[int] | np.ndarray) -> np.ndarray: ...
 
     def add_records(self, exporter_name: str, chain: str, sample_indices: Sequence[int] | np.ndarray,

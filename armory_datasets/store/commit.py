@@ -15,7 +15,8 @@ Protocol (docs/design.md compares it with Delta Lake, Iceberg and Hadoop's commi
    commit DIR``) requires every journal "done", checks that no record key is in two
    writers' parts (else ``DuplicateRecordsError``, and nothing is changed or
    removed), deletes parts no journal lists (a crashed attempt's leftovers), then
-   lists the journals' parts in the manifest and finalises: full schema in every
+   lists the journals' parts in the manifest, merges the writers' run-level metric
+   states (COCO AP of the whole run) and finalises: full schema in every
    part, counts, the FiftyOne dataset, status "complete", one atomic manifest write.
 
 Readers take the parts the manifest lists, so before the commit they see none of a
@@ -198,6 +199,7 @@ def commit_export(export_dir: str | Path) -> dict[str, Any]:
     if duplicates:
         raise DuplicateRecordsError(export_dir, duplicates)
     _agree(export_dir, manifest, journals)
+    manifest["metrics"] = merged_run_metrics(journals, manifest["class_names"])
     for part in table_dir.glob("part-*.parquet"):
         if part.name not in listed:
             part.unlink()  # an attempt's part that its writer never vouched for
@@ -205,6 +207,30 @@ def commit_export(export_dir: str | Path) -> dict[str, Any]:
         media.remove_tmp_files(export_dir / entry)
     write_manifest(export_dir, manifest)
     return finalize_export(export_dir)[0]
+
+
+def merged_run_metrics(journals: dict[str, dict[str, Any]],
+                       class_names: list[str] | None) -> dict[str, Any]:
+    """The exporters' run-level metrics of the whole run, from each writer's shard state:
+    COCO average precision is not a mean of shards, so the detections are merged first.
+
+    Example:
+        >>> merged_run_metrics({"rank0": {"metric_states": {}}}, None)
+        {}
+    """
+    from armory_datasets.detection.average_precision import AveragePrecision
+
+    states: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for journal in journals.values():
+        for exporter, per_chain in (journal.get("metric_states") or {}).items():
+            for chain, state in per_chain.items():
+                states[exporter][chain].append(state)
+    out: dict[str, Any] = {}
+    for exporter, per_chain in states.items():
+        out[exporter] = {}
+        for chain, shard_states in per_chain.items():
+            out[exporter][chain] = AveragePrecision.merged(shard_states).result(list(class_names or []))
+    return out
 
 
 def _agree(export_dir: Path, manifest: dict[str, Any], journals: dict[str, dict[str, Any]]) -> None:

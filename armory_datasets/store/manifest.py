@@ -1,4 +1,7 @@
-"""``manifest.json``: what an export directory holds, checked against schemas/manifest.v1.json.
+"""``manifest.json``: what an export directory holds, checked against schemas/manifest.v{N}.json.
+
+New exports write version 2 (it adds the objects table and run-level ``metrics``);
+version 1 manifests, of older exports, still read.
 
 Validation uses the ``jsonschema`` package (a dependency of armory_datasets); the
 manifest is written atomically (tmp + ``os.replace``).
@@ -30,9 +33,12 @@ from armory_datasets.schema import SCHEMAS_DIR, VOCABULARY
 from armory_datasets.untrusted import DamagedExportError, damaged
 
 MANIFEST_FILE = "manifest.json"
-SUPPORTED_VERSIONS = {"manifest_version": (1,), "table_version": (1, 2)}
+SUPPORTED_VERSIONS = {"manifest_version": (1, 2), "table_version": (1, 2)}
 """The manifest and table versions this release reads (a new schema version adds its number)."""
-MANIFEST_SCHEMA_FILE = SCHEMAS_DIR / "manifest.v1.json"
+MANIFEST_VERSION = 2
+"""The version this release writes."""
+MANIFEST_SCHEMA_FILE = SCHEMAS_DIR / f"manifest.v{MANIFEST_VERSION}.json"
+OBJECTS_DIR = "objects"
 IMAGES_PATTERN = "media/images/{chain}/{sample_index:08d}.png"
 HEATMAPS_PATTERN = "media/heatmaps/{field}/{chain}/{sample_index:08d}-{sha256_16}.png"
 
@@ -100,7 +106,7 @@ def new_manifest(evaluation: dict[str, Any], png_compress_level: int) -> dict[st
     """
     now = now_iso()
     return {
-        "manifest_version": 1,
+        "manifest_version": MANIFEST_VERSION,
         "table_version": VOCABULARY.version,
         "armory_datasets_version": __version__,
         "export_id": new_export_id(),
@@ -113,6 +119,8 @@ def new_manifest(evaluation: dict[str, Any], png_compress_level: int) -> dict[st
         "dynamic_columns": [],
         "counts": None,
         "table": {"dir": "table", "parts": []},
+        "objects": {"dir": OBJECTS_DIR, "parts": []},
+        "metrics": {},
         "media": {"images": IMAGES_PATTERN, "heatmaps": HEATMAPS_PATTERN,
                   "png_compress_level": png_compress_level},
         "fiftyone": {"dataset": None, "layout": "flat", "saved_views": []},
@@ -134,16 +142,16 @@ def _json_default(value: Any) -> Any:
 
 
 @cache
-def _validator() -> Any:
+def _validator(version: int = MANIFEST_VERSION) -> Any:
     import jsonschema
 
-    schema = json.loads(MANIFEST_SCHEMA_FILE.read_text())
+    schema = json.loads((SCHEMAS_DIR / f"manifest.v{version}.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
 
 
 def is_part_name(name: str) -> bool:
-    """Whether ``name`` is a table part's name as manifest.v1.json allows it.
+    """Whether ``name`` is a table (or objects) part's name as the manifest schema allows it.
 
     Example:
         >>> is_part_name("part-00001.parquet"), is_part_name("part-w0-00001.parquet")
@@ -156,7 +164,8 @@ def is_part_name(name: str) -> bool:
 
 
 def validate_manifest(doc: dict[str, Any]) -> None:
-    """Raise ValueError naming the first place where ``doc`` breaks manifest.v1.json.
+    """Raise ValueError naming the first place where ``doc`` breaks the manifest schema of its
+    ``manifest_version`` (the current one when it has none).
 
     Example:
         >>> validate_manifest({"status": "done"})
@@ -164,7 +173,9 @@ def validate_manifest(doc: dict[str, Any]) -> None:
         ...
         ValueError: manifest: 'manifest_version' is a required property (at <root>)
     """
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: [str(p) for p in e.path])
+    version = doc.get("manifest_version") if isinstance(doc, dict) else None
+    validator = _validator(version if version in SUPPORTED_VERSIONS["manifest_version"] else MANIFEST_VERSION)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.path])
     if errors:
         error = errors[0]
         where = "/".join(str(p) for p in error.path) or "<root>"

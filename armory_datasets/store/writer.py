@@ -184,6 +184,7 @@ class ExportWriter:
         self._table: TableWriter | None = None
         self._closed = False
         self._dataset_name: str | None = None
+        self._metric_states: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ registration
 
@@ -239,6 +240,24 @@ class ExportWriter:
                 self._table.set_metadata(hf_label_metadata(names))
         elif current != names:
             raise ValueError(f"class_names: got {names}; expected {current} (as in earlier batches)")
+
+    def set_run_metrics(self, exporter_name: str, metrics: Mapping[str, Mapping[str, Any]],
+                        states: Mapping[str, Any] | None = None) -> None:
+        """An exporter's run-level metrics per chain, for the manifest's ``metrics``.
+
+        One of several writers (``writer_id``) keeps ``states`` (what its shard saw, e.g.
+        ``AveragePrecision.state()``) in its journal; the commit merges them.
+
+        Example:
+            >>> w = ExportWriter("/tmp/never-written", {"name": "x"})
+            >>> w.set_run_metrics("det", {"benign": {"map": 0.5}}); w.manifest["metrics"]
+            {'det': {'benign': {'map': 0.5}}}
+        """
+        check_name(exporter_name, "exporter name")
+        self.manifest.setdefault("metrics", {})[exporter_name] = json_ready(
+            {str(chain): dict(values) for chain, values in metrics.items()})
+        if states is not None:
+            self._metric_states[exporter_name] = json_ready(dict(states))
 
     # ------------------------------------------------------------------ adding
 
@@ -446,7 +465,7 @@ class ExportWriter:
         write_journal(table_dir, {
             "writer": self.writer_id, "export_id": self.export_id, "status": status,
             "parts": sorted(vouched), "exporters": self.manifest["exporters"],
-            "class_names": self.manifest["class_names"]})
+            "class_names": self.manifest["class_names"], "metric_states": self._metric_states})
 
     def _write_manifest(self) -> None:
         if self.writer_id is not None:  # the manifest is the committer's; the journal is ours
