@@ -43,6 +43,8 @@ __all__ = ["CriterionError", "DamagedExportError", "Export", "IncompleteExportWa
 
 SQL_VIEW = "samples"
 """Name of the DuckDB view over the export's table in :meth:`Export.sql`."""
+OBJECTS_VIEW = "objects"
+"""Name of the DuckDB view over the export's objects table (one row per box)."""
 
 Where = Criterion | str | None
 
@@ -161,8 +163,9 @@ class Export:
         """A ``pyarrow.dataset`` over the finished Parquet parts, with the unified schema."""
         return ds.dataset([str(p) for p in self.parts], schema=self.schema, format="parquet")
 
-    def criterion(self, where: Where) -> Criterion | None:
-        """``where`` as a criterion whose columns all exist (text is parsed).
+    def criterion(self, where: Where, columns: Sequence[str] | None = None) -> Criterion | None:
+        """``where`` as a criterion whose columns all exist in ``columns`` (default: the
+        table's; text is parsed).
 
         Example:
             >>> from armory_datasets.demo.tiny import tiny_export
@@ -177,11 +180,12 @@ class Export:
         if not isinstance(where, Criterion):
             raise TypeError(f"where: got {type(where).__name__}; expected a criterion or "
                             f"criteria text such as 'confidence < 0.5'")
-        names = set(self.columns)
+        available = list(self.columns if columns is None else columns)
+        names = set(available)
         for field in where.fields():
             name = field.require_name()
             if name not in names:
-                raise UnknownColumnError("where", name, self.columns, text,
+                raise UnknownColumnError("where", name, available, text,
                                          _name_position(text, name) if text else None)
         return where
 
@@ -196,14 +200,16 @@ class Export:
                 raise UnknownColumnError("columns", column, self.columns)
         return list(columns)
 
-    def _scan(self, where: Where, run: Callable[[Any], Any]) -> Any:
-        """``run(filter expression)``: Arrow's type errors become CriterionError, and a part
-        that fails to decode a DamagedExportError naming it."""
-        criterion = self.criterion(where)
+    def _scan(self, where: Where, run: Callable[[Any], Any], schema: pa.Schema | None = None) -> Any:
+        """``run(filter expression)`` over the table (or the table of ``schema``): Arrow's
+        type errors become CriterionError, and a part that fails to decode a
+        DamagedExportError naming it."""
+        schema = self.schema if schema is None else schema
+        criterion = self.criterion(where, schema.names)
         expression = None if criterion is None else criterion.to_arrow()
         if expression is not None:
             try:  # binds the filter to the schema: a type error is the criterion's
-                ds.dataset(self.schema.empty_table()).to_table(filter=expression)
+                ds.dataset(schema.empty_table()).to_table(filter=expression)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
                 raise CriterionError(f"where: {criterion}: cannot be applied to this table: "
                                      f"{error}") from None
@@ -214,7 +220,7 @@ class Export:
 
     def _damaged_part(self, error: BaseException) -> DamagedExportError:
         """The error naming the first part that fails a full read (``error`` if none does)."""
-        for part in self.parts:
+        for part in [*self.parts, *self.objects_parts]:
             try:
                 pq.read_table(part)
             except (OSError, pa.ArrowException) as cause:
@@ -259,6 +265,60 @@ class Export:
         """
         return self._scan(where, lambda f: self.dataset.count_rows(filter=f))
 
+    # ------------------------------------------------------------------ objects
+
+    @cached_property
+    def objects_parts(self) -> list[Path]:
+        """The objects table's parts the manifest lists (none before manifest version 2)."""
+        objects = self.manifest.get("objects")
+        if objects is None:
+            return []
+        return listed_parts(self.path, self.manifest, "objects")
+
+    @cached_property
+    def objects_dataset(self) -> ds.Dataset:
+        """A ``pyarrow.dataset`` over the objects table (schemas/objects.v2.json).
+
+        An export written before the objects table (manifest version 1) gets it derived
+        from its samples table, in memory.
+        """
+        from armory_datasets.store.objects_table import OBJECTS_VOCABULARY, objects_of
+
+        schema = OBJECTS_VOCABULARY.arrow_schema()
+        if "objects" not in self.manifest:
+            names = ["export_id", "record_key", "chain", "sample_index", "ground_truth_objects",
+                     "predicted_objects"]
+            rows = self._scan(None, lambda _: self.dataset.to_table(
+                columns=[c for c in names if c in self.columns]))
+            return ds.dataset(objects_of(rows, self.manifest["class_names"]))
+        for part in self.objects_parts:
+            if not part.is_file():
+                raise FileNotFoundError(f"{self.path}: objects part {part.name} listed in "
+                                        f"{MANIFEST_FILE} is missing; run `armory-datasets verify "
+                                        f"{self.path} --repair` to derive it again from the table")
+        return ds.dataset([str(p) for p in self.objects_parts], schema=schema, format="parquet")
+
+    def objects(self, where: Where = None, columns: Sequence[str] | None = None) -> pa.Table:
+        """Boxes matching ``where``, one row each (columns of schemas/objects.v2.json:
+        keys, ``kind`` "gt"/"pred", ``label``, box, ``score``, ``match``, ``iou``, ...).
+
+        ``where`` names the objects table's columns and is pushed into the Parquet scan.
+
+        Example:
+            >>> from armory_datasets.demo.tiny import tiny_detection_export
+            >>> export = open_export(tiny_detection_export())
+            >>> export.objects('kind == "pred" & match == "tp"', ["record_key", "iou"]).num_rows
+            7
+        """
+        dataset = self.objects_dataset
+        if columns is not None:
+            if isinstance(columns, str):
+                raise TypeError(f"columns: got the string {columns!r}; expected a list of names")
+            for column in columns:
+                if column not in dataset.schema.names:
+                    raise UnknownColumnError("columns", column, dataset.schema.names)
+        return self._scan(where, lambda f: dataset.to_table(columns=columns, filter=f), dataset.schema)
+
     @cached_property
     def task(self) -> str:
         """``"classification"`` (records have a ``target``) or ``"detection"`` (boxes only)."""
@@ -280,7 +340,8 @@ class Export:
     # ------------------------------------------------------------------ DuckDB
 
     def duckdb(self) -> Any:
-        """A DuckDB connection (cached) with the view ``samples`` over the table.
+        """A DuckDB connection (cached) with the views ``samples`` over the table and
+        ``objects`` over the objects table.
 
         Use it for lazy relations: ``export.duckdb().sql("SELECT ...")`` is a
         ``DuckDBPyRelation``. ``image_path`` values are relative to ``export.path``.
@@ -300,6 +361,11 @@ class Export:
                                    f"read_parquet([{files}], union_by_name = true)")
             else:
                 connection.register(SQL_VIEW, self.schema.empty_table())
+            if self.objects_parts:
+                files = ", ".join(sql_literal(str(p)) for p in self.objects_parts)
+                connection.execute(f"CREATE VIEW {OBJECTS_VIEW} AS SELECT * FROM read_parquet([{files}])")
+            else:
+                connection.register(OBJECTS_VIEW, self.objects_dataset.to_table())
             self.__dict__["_duckdb"] = connection
         return self.__dict__["_duckdb"]
 
@@ -454,18 +520,18 @@ class Export:
         return convert(self, out, format, self.criterion(where), split, seed)
 
 
-def listed_parts(export_dir: Path, manifest: dict[str, Any]) -> list[Path]:
-    """The table parts the manifest lists (never a stray file beside them), confined.
+def listed_parts(export_dir: Path, manifest: dict[str, Any], key: str = "table") -> list[Path]:
+    """The table parts the manifest lists under ``key`` (never a stray file beside them), confined.
 
     Example:
         >>> listed_parts(Path("/e"), {"table": {"dir": "table", "parts": ["part-00000.parquet"]}})
         [PosixPath('/e/table/part-00000.parquet')]
     """
-    table = manifest["table"]
+    table = manifest[key]
     if len(set(table["parts"])) != len(table["parts"]):
-        raise damaged(export_dir / MANIFEST_FILE, f"table.parts lists a part twice "
+        raise damaged(export_dir / MANIFEST_FILE, f"{key}.parts lists a part twice "
                       f"({table['parts']}); expected each part once", export_dir)
-    return [inside_export(export_dir, f"{table['dir']}/{name}", f"{MANIFEST_FILE} table.parts",
+    return [inside_export(export_dir, f"{table['dir']}/{name}", f"{MANIFEST_FILE} {key}.parts",
                           under=f"{table['dir']}/") for name in table["parts"]]
 
 

@@ -30,6 +30,7 @@ import pyarrow.dataset as ds
 
 from armory_datasets.criteria.to_sql import quote_identifier, sql_literal
 from armory_datasets.reading import Export, open_export
+from armory_datasets.untrusted import DamagedExportError
 
 __all__ = ["ExportSet", "compare_exports", "open_exports"]
 
@@ -120,13 +121,29 @@ class ExportSet:
         """A ``pyarrow.dataset`` over every export's finished parts, with the union schema."""
         return ds.dataset([str(p) for p in self.parts], schema=self.schema, format="parquet")
 
-    # Export's Parquet methods need only parts, schema, columns and dataset.
+    @cached_property
+    def objects_parts(self) -> list[Path]:
+        """Every export's objects parts."""
+        return [part for export in self.exports.values() for part in export.objects_parts]
+
+    @cached_property
+    def objects_dataset(self) -> ds.Dataset:
+        """A ``pyarrow.dataset`` over every export's objects table (keyed by ``export_id``)."""
+        return ds.dataset([export.objects_dataset for export in self.exports.values()])
+
+    def _damaged_part(self, error: BaseException) -> DamagedExportError:
+        """The error naming the first part of any export that fails a full read."""
+        found = [export._damaged_part(error) for export in self.exports.values()]
+        return next((d for d in found if d.path is not None and d.path.suffix == ".parquet"), found[0])
+
+    # Export's Parquet methods need only parts, schema, columns and the datasets.
     criterion = Export.criterion
     _column_list = Export._column_list
     _scan = Export._scan
     table = Export.table
     to_pandas = Export.to_pandas
     count = Export.count
+    objects = Export.objects
     duckdb = Export.duckdb
     sql = Export.sql
 

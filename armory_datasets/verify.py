@@ -4,13 +4,15 @@
 listed table part in full (footer, row groups, vocabulary types, export id, duplicate
 record keys, counts), every image and heatmap a record names (confined to the export,
 present, decodable: PNG, and TIFF or PNG heatmaps), and the table folder for stray or
-half-written parts. Each :class:`Problem` has its path and the fix.
+half-written parts, and the objects table (``objects/``: one part per table part with
+boxes, holding exactly its boxes). Each :class:`Problem` has its path and the fix.
 
 ``verify_export(path, repair=True)`` never deletes data: damaged or stray parts and
 damaged media move into ``quarantine/`` (same relative path), the readable rows of a
 damaged part are kept, records that lost their part or media are listed
 (``lost_records``) and dropped from the table, a manifest that cannot be read is
-rebuilt from the parts, and the counts are re-derived. An export that lost records is
+rebuilt from the parts, the counts are re-derived and the objects table is derived
+again from the kept table (a damaged objects part is quarantined first). An export that lost records is
 marked "writing", so running the export again resumes it and recomputes only those.
 
 Example:
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from armory_datasets.store.commit import WRITERS_DIR
@@ -135,6 +138,7 @@ class _Check:
         self.root, self.repair = root, repair
         self.report = VerifyReport(root)
         self.dropped: set[str] = set()  # records whose media are damaged or unsafe
+        self.bad_objects: list[Path] = []  # objects parts to quarantine before deriving them again
         self.rewrite = "armory-datasets verify --repair"
 
     def problem(self, path: Path | str, problem: str, fix: str | None = None) -> None:
@@ -171,6 +175,7 @@ class _Check:
             if self.repair:
                 self.quarantine(stray)
         kept = self.records(rows, manifest)
+        self.objects(rows, manifest)
         lost = self.lost(kept, manifest)
         self.report.records = sum(t.num_rows for _, t, _ in kept)
         if manifest is not None:
@@ -342,6 +347,44 @@ class _Check:
             return []
         return sorted(had - kept_keys, key=_key_order)
 
+    # -------------------------------------------------------------- objects
+
+    def objects(self, rows: list[tuple[Path, pa.Table, bool]], manifest: dict[str, Any] | None) -> None:
+        """Each table part with boxes has its objects part, with exactly its boxes."""
+        from armory_datasets.store.objects_table import OBJECT_COLUMNS
+
+        if manifest is None or "objects" not in manifest:
+            return
+        folder = self.root / manifest["objects"]["dir"]
+        listed = manifest["objects"]["parts"]
+        boxes = {part.name: sum(int(pc.sum(pc.list_value_length(table.column(c))).as_py() or 0)
+                                for c in OBJECT_COLUMNS if c in table.column_names)
+                 for part, table, _ in rows}
+        for name in listed:
+            path = folder / name
+            if path.is_symlink() or not path.is_file():
+                self.problem(path, f"listed in {MANIFEST_FILE} but missing (or not a regular file)")
+                continue
+            try:
+                found = pq.read_table(path).num_rows
+            except (OSError, pa.ArrowException) as error:
+                self.problem(path, f"cannot be read as an objects part ({_cause(error)})",
+                             f"run `{self.rewrite} {self.root}` to quarantine it and derive it again")
+                self.bad_objects.append(path)
+                continue
+            if found != boxes.get(name):
+                self.problem(path, f"{found} boxes; its table part holds {boxes.get(name, 0)}",
+                             f"run `{self.rewrite} {self.root}` to derive it again from the table")
+                self.bad_objects.append(path)
+        for name, n in boxes.items():
+            if n and name not in listed:
+                self.problem(folder / name, f"missing: table/{name} holds {n} boxes",
+                             f"run `{self.rewrite} {self.root}` to derive it from the table")
+        for stray in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if stray.name not in listed:
+                self.problem(stray, f"not an objects part listed in {MANIFEST_FILE} (never read)")
+                self.bad_objects.append(stray)
+
     # -------------------------------------------------------------- repair
 
     def fix(self, kept: list[tuple[Path, pa.Table, bool]], manifest: dict[str, Any],
@@ -361,6 +404,14 @@ class _Check:
         if not manifest.get("manifest_version"):
             manifest = self.rebuilt_manifest(manifest, kept)
         manifest["table"]["parts"] = listed
+        if "objects" in manifest:
+            from armory_datasets.store.objects_table import write_objects
+
+            for path in self.bad_objects:
+                if path.exists() or path.is_symlink():
+                    self.quarantine(path)
+            manifest["objects"]["parts"] = write_objects(
+                self.root, [table_dir / name for name in listed], manifest["class_names"])
         manifest["counts"] = _count(kept)
         if lost:
             manifest["status"] = "writing"

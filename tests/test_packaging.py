@@ -13,4 +13,4 @@ def test_every_subpackage_and_the_schemas_are_packaged():
     assert set(config["packages"]) == on_disk | {"armory_datasets.schemas"}
     assert config["package-dir"]["armory_datasets.schemas"] == "schemas"
     assert {p.name for p in (ROOT / "schemas").glob("*.json")} == {
-        "table.v1.json", "table.v2.json", "manifest.v1.json"}
+        "table.v1.json", "table.v2.json", "manifest.v1.json", "manifest.v2.json", "objects.v2.json"}

@@ -104,5 +104,6 @@ def tiny_detection_export(export_dir: str | Path | None = None, seed: int = 0) -
                 Images(images[part]), targets[part], predictions[part], chain=chain,
                 global_indices=np.arange(8)[part], class_names=CLASS_NAMES))
             writer.end_batch()
+    exporter.close()
     writer.close()
     return path

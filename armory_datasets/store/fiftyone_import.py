@@ -3,7 +3,10 @@
 One sample per table row, with fields at the FiftyOne paths of the vocabulary:
 ``ground_truth`` / ``prediction`` are ``fo.Classification`` (label = class name,
 ``class_index``, confidence, logits); detection exports get ``ground_truth`` /
-``predictions`` ``fo.Detections`` (relative ``[x, y, w, h]`` boxes, ``class_index``);
+``predictions`` ``fo.Detections`` (relative ``[x, y, w, h]`` boxes, ``class_index``, and
+each box's COCO match under FiftyOne's own ``evaluate_detections`` names: ``eval``
+"tp"/"fp"/"fn", ``eval_iou`` and ``eval_id``, the matched detection's id; the samples'
+``tp``/``fp``/``fn`` are ``eval_tp``/``eval_fp``/``eval_fn``);
 ``filepath`` is the absolute image path; every other column is a top-level field of
 the same name; a saliency column ``{field}_path`` also gets an ``fo.Heatmap`` ``{field}``
 on its 16-bit PNG with ``range=[0, 65535]`` (the App compares the decoded levels with
@@ -305,6 +308,7 @@ class _DocumentBuilder:
         self.dataset_id = dataset_id
         self.classification = False
         self.detection = False
+        self.evaluated = False
         self.seen: set[str] = set()
         from bson import ObjectId  # pymongo's; imported here, on the FiftyOne path only
 
@@ -355,23 +359,38 @@ class _DocumentBuilder:
     def _detection(self, obj: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
         width, height = doc["metadata"]["width"], doc["metadata"]["height"]
         x0, y0, x1, y1 = obj["x_min"], obj["y_min"], obj["x_max"], obj["y_max"]
-        return {
+        detection = {
             "_id": self.object_id(), "_cls": "Detection", "tags": [], "attributes": {},
             "label": self._class_name(obj["label"]), "class_index": obj["label"],
             "bounding_box": [x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
             "confidence": obj["score"],
         }
+        if obj.get("match") is not None:  # FiftyOne's evaluate_detections names (eval key "eval")
+            detection["eval"] = obj["match"]
+            detection["eval_iou"] = obj.get("iou")
+            self.evaluated = True
+        return detection
 
     def _class_name(self, index: int) -> str:
         names = self.class_names
         return names[index] if names is not None and 0 <= index < len(names) else str(index)
 
     def _finish(self, doc: dict[str, Any], columns: dict[str, list[Any]], i: int) -> None:
+        made: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
         for column, field in _DETECTION_LABELS.items():
             objects = doc.get(column)
             if objects is not None:
-                doc[field] = {"_cls": "Detections", "detections": [self._detection(o, doc) for o in objects]}
+                made[column] = (objects, [self._detection(o, doc) for o in objects])
+                doc[field] = {"_cls": "Detections", "detections": made[column][1]}
                 self.detection = True
+        for column, other in (("ground_truth_objects", "predicted_objects"),
+                              ("predicted_objects", "ground_truth_objects")):
+            if column in made and other in made:  # eval_id: the matched detection's id, as FiftyOne
+                partners = made[other][1]
+                for obj, detection in zip(*made[column]):
+                    j = obj.get("matched_index")
+                    if j is not None and 0 <= j < len(partners):
+                        detection["eval_id"] = str(partners[j]["_id"])
         for field in _CLASSIFICATION_LABELS:
             label = doc.get(field)
             if label is not None and label.get("class_index") is not None:
@@ -417,6 +436,10 @@ def _declare_fields(fo: Any, dataset: Any, schema: pa.Schema, builder: _Document
         for field in _DETECTION_LABELS.values():
             fields[field] = fo.EmbeddedDocumentField(fo.Detections)
             fields[f"{field}.detections.class_index"] = fo.IntField()
+            if builder.evaluated:
+                fields[f"{field}.detections.eval"] = fo.StringField()
+                fields[f"{field}.detections.eval_iou"] = fo.FloatField()
+                fields[f"{field}.detections.eval_id"] = fo.StringField()
     for field in builder.heatmaps:
         fields[field] = fo.EmbeddedDocumentField(fo.Heatmap)
     for arrow_field in schema:

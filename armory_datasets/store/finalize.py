@@ -1,6 +1,7 @@
 """``finalize_export(dir)``: turn a directory whose table is written into a complete export.
 
-It gives every table part the full schema, counts the records, writes the Hugging Face
+It gives every table part the full schema, counts the records, derives the objects
+table (``objects/``, one row per box), writes the Hugging Face
 dataset card (``README.md``), builds the FiftyOne
 dataset named in the manifest (when it names one) and only then marks the manifest
 "complete". It reads everything from the directory, so it also finishes an export
@@ -48,6 +49,11 @@ def finalize_export(export_dir: str | Path,
         for f in schema or [] if f.name not in VOCABULARY
     ]
     manifest["counts"] = count_records(table_dir)
+    if manifest["manifest_version"] >= 2:
+        from armory_datasets.store.objects_table import write_objects
+
+        manifest["objects"]["parts"] = write_objects(export_dir, part_paths(table_dir),
+                                                     manifest["class_names"])
     write_dataset_card(export_dir, manifest)
     write_manifest(export_dir, manifest)
     dataset_name = None
