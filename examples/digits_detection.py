@@ -1,12 +1,16 @@
-"""Digits detection: export boxes of every 3rd batch and of every image with a missed digit.
+"""Digits detection: export the images with a missed digit and every confident false positive.
 
 Trains the tiny sliding-window detector of ``armory_datasets.demo.digits`` on 64x96
 canvases of pasted training digits, evaluates 48 canvases of held-out digits in two
-chains, ``benign`` and ``noise`` (Gaussian pixel noise, a perturbation written here in a
-few lines), and exports the selected images with their ground-truth and predicted boxes
-(scores >= 0.5) and per-image detection metrics into one directory and a FiftyOne dataset.
-Benign images with a missed digit also get a D-RISE saliency map for every true and
-predicted box (16-bit PNG heatmaps linked to their boxes).
+chains, ``benign`` and ``fgsm`` (one FGSM step against the detector's own loss, a
+perturbation written here in a few lines), and exports, into one directory and a
+FiftyOne dataset, every image with a missed digit (``fn > 0``) and every attacked image
+with a false positive scored above 0.8
+(``chains(["fgsm"]) & any(predicted_objects, score > 0.8 & match == "fp")``). Each box
+carries its COCO match (``match``, ``iou``, ``matched_index``), each image ``tp``/``fp``/
+``fn``, the manifest the run's AP and mAP, and ``objects/`` one row per box. Benign
+images with a missed digit also get a D-RISE saliency map for every true and predicted
+box (16-bit PNG heatmaps linked to their boxes).
 
 Run it::
 
@@ -19,7 +23,7 @@ including its FiftyOne dataset; pass another ``--export-dir`` to keep both.
 Example:
     >>> result = main(export_dir="/tmp/digits-detection", quiet=True, quick=True)  # doctest: +SKIP
     >>> sorted(result.metrics)  # doctest: +SKIP
-    ['benign', 'noise']
+    ['benign', 'fgsm']
 """
 
 from __future__ import annotations
@@ -32,41 +36,63 @@ from typing import Any
 import torch
 
 import armory_datasets
-from armory_datasets.demo.digits import CLASS_NAMES, make_detection_canvases, train_detector
+from armory_datasets.demo.digits import CLASS_NAMES, dense_targets, make_detection_canvases, train_detector
 from armory_datasets.engine import EvaluationEngine, EvaluationResult
 from armory_datasets.evaluation import Evaluation
 from armory_datasets.export import Exporter, ObjectDetectionExporter, criteria
 from armory_datasets.export.drise import DRiseSaliencyObjectDetectionExporter
-from armory_datasets.metrics import Recall
 
 DEFAULT_EXPORT_DIR = Path("exports/digits-detection")
 SCORE_THRESHOLD = 0.5
+MISSED = criteria.parse("fn > 0")
+"""Images with a digit no prediction matched (COCO rules at IoU 0.5)."""
+CONFIDENT_FP = criteria.parse('chains(["fgsm"]) & any(predicted_objects, score > 0.8 & match == "fp")')
+"""Attacked images with a false positive scored above 0.8."""
+OBJECT_QUERIES = {
+    "missed digit": MISSED,
+    "fp above 0.8 under attack": CONFIDENT_FP,
+    "a missed 3": criteria.parse('count(ground_truth_objects, label == 3 & match == "fn") >= 1'),
+    "every digit found": criteria.parse('all(ground_truth_objects, match == "tp")'),
+}
+"""The object criteria the report counts in pandas, DuckDB and FiftyOne."""
 
 
-class GaussianNoise:
-    """A perturbation: add N(0, sigma) noise to 0..1 images (seeded, so runs repeat).
+class DetectorFGSM:
+    """A perturbation: one FGSM step of ``epsilon`` against the detector's own training loss.
 
-    Any object with ``name``, ``params()`` and ``perturb(images_unit, targets, normalize)``
-    can be a chain's perturbation; ``params()`` become ``noise_sigma`` in the table.
+    The loss is the cross-entropy of every window of the score map against its label
+    (``dense_targets`` of the true boxes), ascended: digits fade into background and
+    background turns into digits. Any object with ``name``, ``params()`` and
+    ``perturb(images_unit, targets, normalize)`` can be a chain's perturbation;
+    ``params()`` become ``fgsm_epsilon`` in the table.
 
     Example:
-        >>> noisy = GaussianNoise(0.2).perturb(torch.zeros(1, 1, 4, 4), None, None)
-        >>> noisy.shape, bool(noisy.min() >= 0)
-        (torch.Size([1, 1, 4, 4]), True)
+        >>> from armory_datasets.demo.digits import TinyDigitsDetector
+        >>> from armory_datasets.data import Objects
+        >>> x = DetectorFGSM(TinyDigitsDetector().eval(), 0.1).perturb(
+        ...     torch.zeros(1, 1, 64, 96), [Objects([[0, 0, 24, 24]], [3])], None)
+        >>> x.shape, round(float(x.max()), 3)
+        (torch.Size([1, 1, 64, 96]), 0.1)
     """
 
-    name = "noise"
+    name = "fgsm"
 
-    def __init__(self, sigma: float, seed: int = 0) -> None:
-        self.sigma = sigma
-        self.generator = torch.Generator().manual_seed(seed)
+    def __init__(self, detector: torch.nn.Module, epsilon: float) -> None:
+        self.detector = detector
+        self.epsilon = epsilon
 
     def params(self) -> dict[str, float]:
-        return {"sigma": self.sigma}
+        return {"epsilon": self.epsilon}
 
     def perturb(self, images_unit: torch.Tensor, targets: Any, normalize: Any) -> torch.Tensor:
-        noise = torch.randn(images_unit.shape, generator=self.generator) * self.sigma
-        return (images_unit + noise.to(images_unit.device)).clamp(0.0, 1.0)
+        x = images_unit.detach().clone().requires_grad_(True)
+        logits = self.detector.score_map(x)
+        dense = dense_targets(self.detector, [{"boxes": t.boxes, "labels": t.labels} for t in targets],
+                              *logits.shape[-2:])
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(dense).to(x.device),
+                                                 ignore_index=-100, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+        return (images_unit.detach() + self.epsilon * grad.sign()).clamp_(0.0, 1.0)
 
 
 def load_batches(n_canvases: int = 48, batch_size: int = 8, seed: int = 1) -> list[dict[str, Any]]:
@@ -82,40 +108,37 @@ def load_batches(n_canvases: int = 48, batch_size: int = 8, seed: int = 1) -> li
             for i in range(0, n_canvases, batch_size)]
 
 
-def build_exporters(every_n_batches: int = 3, detector: torch.nn.Module | None = None,
-                    num_masks: int = 1000) -> list[Exporter]:
+def build_exporters(detector: torch.nn.Module | None = None, num_masks: int = 1000) -> list[Exporter]:
     """The evaluation's exporters; with ``detector``, D-RISE maps of benign images with a miss.
 
-    One exporter with a combined criterion: every n-th batch, or any image where a digit
-    was missed (recall < 1 at the exporter's score threshold). The D-RISE exporter adds
-    ``drise_gt_{k}`` / ``drise_pred_{k}`` heatmaps (one per box of ``ground_truth_objects``
-    / ``predicted_objects``) and the ``drise_boxes`` list to the benign records with a miss.
+    One exporter chooses the images with a missed digit or, under attack, a false
+    positive above 0.8. The D-RISE exporter adds ``drise_gt_{k}`` / ``drise_pred_{k}``
+    heatmaps (one per box of ``ground_truth_objects`` / ``predicted_objects``) and the
+    ``drise_boxes`` list to the benign records with a miss.
 
     Example:
-        >>> [str(e.criterion) for e in build_exporters(3)]
-        ['every_n_batches(3) | recall < 1.0']
+        >>> [str(e.criterion) for e in build_exporters()]
+        ['fn > 0 | chains(["fgsm"]) & any(predicted_objects, score > 0.8 & match == "fp")']
     """
-    every_n = criteria.every_n_batches(every_n_batches)
-    missed = criteria.when_metric_lt(Recall(score_threshold=SCORE_THRESHOLD), 1.0)
     exporters: list[Exporter] = [ObjectDetectionExporter(score_threshold=SCORE_THRESHOLD,
-                                                         criterion=every_n | missed)]
+                                                         criterion=MISSED | CONFIDENT_FP)]
     if detector is not None:
         exporters.append(DRiseSaliencyObjectDetectionExporter(
             model=detector, num_classes=len(CLASS_NAMES), num_masks=num_masks, seed=0,
-            score_threshold=SCORE_THRESHOLD, criterion=missed & criteria.chains(["benign"])))
+            score_threshold=SCORE_THRESHOLD, criterion=MISSED & criteria.chains(["benign"])))
     return exporters
 
 
 def main(export_dir: str | Path | None = None, quiet: bool = False, quick: bool = False,
-         sigma: float = 0.2, seed: int = 0) -> EvaluationResult:
-    """Train the detector, evaluate benign and noise chains, export, and (unless ``quiet``) print.
+         epsilon: float = 0.15, seed: int = 0) -> EvaluationResult:
+    """Train the detector, evaluate benign and fgsm chains, export, and (unless ``quiet``) print.
 
     ``quick``: a detector trained on 100 canvases, not 200 (it misses more digits),
     16 evaluated canvases instead of 48, and 300 D-RISE masks instead of 1000.
 
     Example:
         >>> main(export_dir="/tmp/digits-detection", quiet=True, quick=True).counts  # doctest: +SKIP
-        {'benign': 16, 'noise': 16}
+        {'benign': 16, 'fgsm': 16}
     """
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -125,36 +148,35 @@ def main(export_dir: str | Path | None = None, quiet: bool = False, quick: bool 
 
     evaluation = Evaluation(
         name="digits-detection",
-        description="TinyDigitsDetector on 64x96 canvases of held-out digits, benign and noisy",
+        description="TinyDigitsDetector on 64x96 canvases of held-out digits, benign and FGSM",
         author="armory_datasets examples",
     )
     evaluation.use_dataset(load_batches(n_canvases=16 if quick else 48), name="digits-canvases-test",
                            task="detection", scale="float", class_names=CLASS_NAMES)
     evaluation.use_model(detector, name="TinyDigitsDetector")
-    evaluation.add_chain("noise", [GaussianNoise(sigma, seed=seed)])
-    evaluation.use_exporters(build_exporters(every_n_batches=3, detector=detector,
-                                             num_masks=300 if quick else 1000))
+    evaluation.add_chain("fgsm", [DetectorFGSM(detector, epsilon)])
+    evaluation.use_exporters(build_exporters(detector=detector, num_masks=300 if quick else 1000))
 
     engine = EvaluationEngine(evaluation, export_dir=export_dir or DEFAULT_EXPORT_DIR,
                               quiet=quiet, overwrite=True)
     result = engine.run()
     if not quiet:
-        print_report(result, sigma)
+        print_report(result, epsilon)
         print(f"Done in {time.perf_counter() - started:.1f} s")
     return result
 
 
-def print_report(result: EvaluationResult, sigma: float) -> None:
-    """Print the run's detection metrics, per-image metrics, and the images with missed digits.
+def print_report(result: EvaluationResult, epsilon: float) -> None:
+    """Print the run's detection metrics, per-image metrics, object queries and D-RISE maps.
 
     Example:
-        >>> print_report(main(quiet=True, quick=True), 0.2)  # doctest: +SKIP
+        >>> print_report(main(quiet=True, quick=True), 0.15)  # doctest: +SKIP
     """
-    for chain, label in (("benign", "benign"), ("noise", f"noise (sigma {sigma})")):
+    for chain, label in (("benign", "benign"), ("fgsm", f"fgsm (epsilon {epsilon})")):
         m = result.metrics[chain]
-        print(f"{label}: mean precision {_format(m['mean_precision'], '.1%')}, mean recall "
-              f"{_format(m['mean_recall'], '.1%')}, mean IoU {_format(m['mean_iou'], '.2f')} "
-              f"over {result.counts[chain]} canvases")
+        print(f"{label}: AP50 {_format(m['ap50'], '.3f')}, mAP@[.5:.95] {_format(m['map'], '.3f')} "
+              f"(COCO), mean precision {_format(m['mean_precision'], '.1%')}, mean recall "
+              f"{_format(m['mean_recall'], '.1%')} over {result.counts[chain]} canvases")
     export = armory_datasets.open_export(result.export_dir)
     print(f"Exported {export.count()} records to {result.export_dir} "
           f"(FiftyOne dataset {result.dataset_name!r})")
@@ -164,26 +186,30 @@ def print_report(result: EvaluationResult, sigma: float) -> None:
     print("\nPer-image metrics, export.to_pandas(columns=[...]), first 6 by sample:")
     print(_indent(metrics.head(6).round(2).to_string(index=False)))
 
-    missed = criteria.parse("recall < 1")
-    where = missed.to_sql()
-    print(f"\nDuckDB: images with a missed digit, WHERE {where}")
-    print(_indent(export.sql(f"SELECT chain, count(*) AS images FROM samples WHERE {where} "
-                             f"GROUP BY chain ORDER BY chain").to_pandas().to_string(index=False)))
-
-    boxes = export.to_pandas(where=missed, columns=["chain", "sample_index", "recall",
-                                                     "ground_truth_objects", "predicted_objects"])
-    boxes["true_digits"] = boxes.pop("ground_truth_objects").map(_labels)
-    boxes["detected_digits"] = boxes.pop("predicted_objects").map(_labels)
-    print("\npandas: export.to_pandas(where='recall < 1') with the labels of its boxes, first 5:")
-    print(_indent(boxes.head().round(2).to_string(index=False)))
-
+    print("\nObject criteria: images each selects, in pandas (Parquet), DuckDB and FiftyOne:")
     from armory_datasets.database import import_fiftyone
 
     dataset = import_fiftyone().load_dataset(result.dataset_name)
-    print(f"\nFiftyOne: dataset.match(criterion.to_fiftyone()).count() = "
-          f"{dataset.match(missed.to_fiftyone()).count()} (Parquet: {export.count(missed)}); "
-          f"{dataset.count('ground_truth.detections')} ground-truth and "
-          f"{dataset.count('predictions.detections')} predicted boxes in {len(dataset)} samples")
+    for name, criterion in OBJECT_QUERIES.items():
+        in_duckdb = export.sql(f"SELECT count(*) AS n FROM samples WHERE {criterion.to_sql()}").column("n")[0]
+        print(f"  {name:<26} {len(export.to_pandas(criterion, ['record_key'])):>3} "
+              f"{in_duckdb.as_py():>3} {dataset.match(criterion.to_fiftyone()).count():>3}   {criterion}")
+
+    fps = export.objects('kind == "pred" & match == "fp" & score > 0.8',
+                         ["chain", "sample_index", "label", "score", "x_min", "y_min"]).to_pandas()
+    print(f"\npandas: export.objects('kind == \"pred\" & match == \"fp\" & score > 0.8'), "
+          f"{len(fps)} boxes, first 5:")
+    print(_indent(fps.head().round(2).to_string(index=False)))
+    per_chain = export.sql("SELECT chain, kind, match, count(*) AS boxes FROM objects "
+                           "GROUP BY ALL ORDER BY ALL").to_pandas()
+    print("\nDuckDB: SELECT chain, kind, match, count(*) FROM objects GROUP BY ALL:")
+    print(_indent(per_chain.to_string(index=False)))
+    from fiftyone import ViewField as F
+
+    flagged = dataset.filter_labels("predictions", (F("eval") == "fp") & (F("confidence") > 0.8))
+    print(f"\nFiftyOne: dataset.filter_labels('predictions', (F('eval') == 'fp') & "
+          f"(F('confidence') > 0.8)) has {flagged.count('predictions.detections')} boxes in "
+          f"{len(flagged)} samples (no evaluate_detections run: eval, eval_iou, eval_id are stored)")
     explained = export.to_pandas(columns=["sample_index", "drise_boxes"]).dropna()
     maps = [{"sample_index": r.sample_index, **{k: box[k] for k in ("field", "kind", "label", "score", "in_box")}}
             for r in explained.itertuples() for box in r.drise_boxes]
@@ -205,16 +231,6 @@ def _format(value: float | None, spec: str) -> str:
         ('50.0%', 'n/a')
     """
     return "n/a" if value is None else format(value, spec)
-
-
-def _labels(objects: Any) -> list[int]:
-    """The labels of a ``ground_truth_objects`` / ``predicted_objects`` value.
-
-    Example:
-        >>> _labels([{"label": 3, "x_min": 0.0}])
-        [3]
-    """
-    return [int(o["label"]) for o in objects]
 
 
 def _indent(text: str) -> str:

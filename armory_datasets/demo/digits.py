@@ -337,9 +337,17 @@ class TinyDigitsDetector(nn.Module):
         }
 
 
-def _dense_targets(
-    detector: TinyDigitsDetector, targets: list[dict[str, np.ndarray]], h: int, w: int, positive_iou: float, negative_iou: float
+def dense_targets(
+    detector: TinyDigitsDetector, targets: list[dict[str, np.ndarray]], h: int, w: int,
+    positive_iou: float = 0.55, negative_iou: float = 0.3,
 ) -> np.ndarray:
+    """The detector's training labels per score-map cell (B, h, w): the digit of a window
+    with IoU >= ``positive_iou``, background (10) below ``negative_iou``, -100 between.
+
+    Example:
+        >>> dense_targets(TinyDigitsDetector(), [{"boxes": np.zeros((0, 4)), "labels": []}], 2, 3).tolist()
+        [[[10, 10, 10], [10, 10, 10]]]
+    """
     windows = detector.window_boxes(h, w)
     dense = np.full((len(targets), h * w), NUM_CLASSES, dtype=np.int64)
     for i, target in enumerate(targets):
@@ -381,7 +389,7 @@ def train_detector(
         x = torch.from_numpy(images)
         with torch.no_grad():
             h, w = detector.score_map(x[:1]).shape[-2:]
-        y = torch.from_numpy(_dense_targets(detector, targets, h, w, positive_iou, negative_iou))
+        y = torch.from_numpy(dense_targets(detector, targets, h, w, positive_iou, negative_iou))
         class_weights = torch.ones(NUM_CLASSES + 1)
         class_weights[NUM_CLASSES] = background_weight
         generator = torch.Generator().manual_seed(seed)
