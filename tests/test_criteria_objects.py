@@ -1,5 +1,6 @@
-"""Object criteria (any / all / count of boxes): one meaning in numpy, pyarrow, DuckDB
-and FiftyOne, the text syntax, and refusals of bad input."""
+"""Object criteria (any / all / count of boxes): one meaning in numpy, pyarrow, DuckDB,
+Polars, Spark SQL and FiftyOne, the text syntax, and refusals of bad input. Spark needs
+pyspark and Java; without them its tests are skipped with the reason."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -19,6 +21,7 @@ from object_criteria_cases import (
     make_object_table,
     object_criteria,
 )
+from spark_support import local_spark
 
 from armory_datasets import criteria as C
 from armory_datasets.criteria import parse
@@ -36,10 +39,15 @@ def duckdb_keys(path: Path, criterion) -> set[str]:
     return {row[0] for row in duckdb.sql(query).fetchall()}
 
 
+def polars_keys(path: Path, criterion) -> set[str]:
+    frame = pl.scan_parquet(path).filter(criterion.to_polars()).select("record_key").collect()
+    return set(frame["record_key"].to_list())
+
+
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), sizes=st.lists(st.integers(1, 6), min_size=1, max_size=4),
        criterion=object_criteria(), as_arrow=st.booleans())
-def test_export_time_equals_pyarrow_and_duckdb(seed, sizes, criterion, as_arrow):
+def test_export_time_equals_pyarrow_duckdb_and_polars(seed, sizes, criterion, as_arrow):
     table = make_object_table(seed, sizes)
     expected = export_time_keys(table, criterion, as_arrow)
     with tempfile.TemporaryDirectory() as directory:
@@ -47,7 +55,38 @@ def test_export_time_equals_pyarrow_and_duckdb(seed, sizes, criterion, as_arrow)
         pq.write_table(table.table, path, row_group_size=5)
         assert arrow_keys(path, criterion) == expected, str(criterion)
         assert duckdb_keys(path, criterion) == expected, str(criterion)
+        assert polars_keys(path, criterion) == expected, str(criterion)
     assert parse(str(criterion)) == criterion
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """One local Spark session (1 core) for the module, or a skip saying why not."""
+    session = local_spark()
+    yield session
+    session.stop()
+
+
+SPARK_CRITERIA_PER_QUERY = 40
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), sizes=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+       criteria=st.lists(object_criteria(), min_size=SPARK_CRITERIA_PER_QUERY,
+                         max_size=SPARK_CRITERIA_PER_QUERY))
+def test_export_time_equals_spark_sql(spark, seed, sizes, criteria, tmp_path_factory):
+    """Many criteria per query: a Spark query costs seconds on two cores."""
+    table = make_object_table(seed, sizes)
+    name = f"objects-spark-{seed}-{'-'.join(map(str, sizes))}.parquet"
+    path = tmp_path_factory.getbasetemp() / name
+    pq.write_table(table.table, path, row_group_size=5)
+    selected = ", ".join(f"({c.to_spark_sql()}) AS c{k}" for k, c in enumerate(criteria))
+    spark.read.parquet(str(path)).createOrReplaceTempView("objects")
+    rows = spark.sql(f"SELECT record_key, {selected} FROM objects").collect()
+    for k, criterion in enumerate(criteria):
+        keys = {row["record_key"] for row in rows if row[f"c{k}"]}
+        assert keys == export_time_keys(table, criterion, as_arrow=False), criterion.to_spark_sql()
 
 
 @pytest.fixture(scope="module")
@@ -90,22 +129,55 @@ def _batch(objects: list) -> pa.Table:
     return pa.table({"predicted_objects": pa.array(objects, VOCABULARY["predicted_objects"].arrow_type)})
 
 
+HAND_BOX = {"label": 1, "score": 0.9, "match": "fp", "iou": None}
+HAND_LISTS = [[HAND_BOX], None, [], [dict(HAND_BOX, match=None)]]
+HAND_CHECKED = {
+    'any(predicted_objects, score > 0.8 & match == "fp")': [True, False, False, False],
+    'all(predicted_objects, match == "fp")': [True, False, True, False],
+    'any(predicted_objects, match != "fp")': [False, False, False, False],  # null: false
+    'any(predicted_objects, ~(match == "fp"))': [False, False, False, True],  # ~ of it: true
+    "count(predicted_objects) >= 1": [True, False, False, True],
+    "~(count(predicted_objects) >= 1)": [False, True, True, False],
+    "any(predicted_objects, iou < 2)": [False, False, False, False],
+    "count(predicted_objects, x_min < 0) - count(predicted_objects) < 0": [True, False, False, True],
+    "count(predicted_objects) - count(predicted_objects, x_min < 0) > -1": [True, False, True, True],
+    "all(predicted_objects, true)": [True, False, True, True],
+}
+
+
+def _hand_table() -> pa.Table:
+    """The hand-checked lists, and their order ``i`` (a query may return rows in any)."""
+    return _batch(HAND_LISTS).append_column("i", pa.array(range(len(HAND_LISTS))))
+
+
 def test_null_list_empty_list_and_null_fields_hand_checked():
-    box = {"label": 1, "score": 0.9, "match": "fp", "iou": None}
-    table = _batch([[box], None, [], [dict(box, match=None)]])
-    cases = {
-        'any(predicted_objects, score > 0.8 & match == "fp")': [True, False, False, False],
-        'all(predicted_objects, match == "fp")': [True, False, True, False],
-        'any(predicted_objects, match != "fp")': [False, False, False, False],  # null: false
-        'any(predicted_objects, ~(match == "fp"))': [False, False, False, True],  # ~ of it: true
-        "count(predicted_objects) >= 1": [True, False, False, True],
-        "~(count(predicted_objects) >= 1)": [False, True, True, False],
-        "any(predicted_objects, iou < 2)": [False, False, False, False],
-    }
-    for text, expected in cases.items():
-        assert parse(text).arrow_mask(table).to_pylist() == expected, text
-        mask = parse(text).mask(0, _ListBatch(table.column("predicted_objects").to_pylist()))
+    boxes = _hand_table()
+    frame = pl.from_arrow(boxes)
+    for text, expected in HAND_CHECKED.items():
+        assert parse(text).arrow_mask(boxes).to_pylist() == expected, text
+        mask = parse(text).mask(0, _ListBatch(boxes.column("predicted_objects").to_pylist()))
         assert mask.tolist() == expected, text
+        query = f"SELECT {parse(text).to_sql()} FROM boxes ORDER BY i"
+        assert [r[0] for r in duckdb.sql(query).fetchall()] == expected, text
+        assert frame.select(parse(text).to_polars())[:, 0].to_list() == expected, text
+
+
+@pytest.mark.parametrize("ansi", ["true", "false"])
+def test_null_list_empty_list_and_null_fields_hand_checked_in_spark(spark, tmp_path, ansi):
+    """Without ANSI mode (Spark 3's default) size(NULL) is -1, not null."""
+    path = tmp_path / "boxes.parquet"
+    pq.write_table(_hand_table(), path)
+    spark.read.parquet(str(path)).createOrReplaceTempView("boxes")
+    selected = ", ".join(f"({parse(text).to_spark_sql()}) AS c{k}"
+                         for k, text in enumerate(HAND_CHECKED))
+    default = spark.conf.get("spark.sql.ansi.enabled")
+    spark.conf.set("spark.sql.ansi.enabled", ansi)
+    try:
+        rows = spark.sql(f"SELECT {selected} FROM boxes ORDER BY i").collect()
+    finally:
+        spark.conf.set("spark.sql.ansi.enabled", default)
+    for k, (text, expected) in enumerate(HAND_CHECKED.items()):
+        assert [row[f"c{k}"] for row in rows] == expected, text
 
 
 class _ListBatch:

@@ -3,11 +3,14 @@
 Identifiers and strings are quoted the dialect's way, so any column name and value
 is safe to embed. Comparisons on nullable columns are wrapped in
 ``coalesce(..., FALSE)`` so a null compares false, as at export time. The dialects
-differ only in quoting, typed float literals and floor modulo (:class:`SqlDialect`).
+differ only in quoting, typed float literals, floor modulo and list functions
+(:class:`SqlDialect`).
 
-Object criteria use DuckDB's list functions: ``any``/``all``/``count`` of boxes count
-the items ``list_filter`` keeps, a lambda over the box struct (``__box."score"``).
-Spark SQL does not get them yet (a ValueError says so).
+Object criteria count the boxes a lambda over the box struct keeps: ``any``/``all``/
+``count`` of boxes are ``len(list_filter(col, lambda __box: ...))`` in DuckDB and
+``size(filter(col, __box -> ...))`` in Spark SQL, with ``__box."score"`` for a box's
+field; a null list counts null, so ``any``/``all`` of it are false, and ``all`` of an
+empty list is true.
 
 Example:
     >>> from armory_datasets.criteria import parse
@@ -15,6 +18,9 @@ Example:
     '(coalesce("target" IN (6, 23), FALSE)) AND (coalesce("confidence" < 0.5::DOUBLE, FALSE))'
     >>> parse("chain == 'fgsm' & batch % 5 == 0").to_spark_sql()
     "(`chain` = 'fgsm') AND (pmod(`batch`, 5) = 0)"
+    >>> sql = parse("count(predicted_objects, label == 3) > 1").to_spark_sql()
+    >>> sql[sql.index("size"):sql.index(" END")]
+    'size(filter(`predicted_objects`, __box -> coalesce(__box.`label` = 3, FALSE)))'
 """
 
 from __future__ import annotations
@@ -39,11 +45,14 @@ from armory_datasets.criteria.nodes import (
 )
 from armory_datasets.criteria.compiling import not_compilable, nullable_fields
 
+BOX = "__box"
+"""The lambda parameter naming one box inside list_filter (DuckDB) or filter (Spark)."""
+
 _OPS = {"<": "<", "<=": "<=", "==": "=", "!=": "<>", ">": ">", ">=": ">="}
 
 
 class SqlDialect:
-    """DuckDB's SQL: the quoting, literal and modulo rules the compiler needs.
+    """DuckDB's SQL: the quoting, literal, modulo and list rules the compiler needs.
 
     Example:
         >>> DUCKDB.literal("it's"), SPARK.identifier("a`b")
@@ -65,6 +74,13 @@ class SqlDialect:
         # DuckDB's % truncates like C; adding n first gives floor modulo, as numpy.
         return f"((({left} % {divisor}) + {divisor}) % {divisor})"
 
+    def count_where(self, lists: str, predicate: str) -> str:
+        """How many items of the list ``predicate`` (over ``__box``) keeps; null for null."""
+        return f"len(list_filter({lists}, lambda {BOX}: {predicate}))"
+
+    def length(self, lists: str) -> str:
+        return f"len({lists})"
+
     def literal(self, value: Scalar) -> str:
         if isinstance(value, bool):
             return "TRUE" if value else "FALSE"
@@ -76,7 +92,7 @@ class SqlDialect:
 
 
 class SparkDialect(SqlDialect):
-    """Spark SQL: backquoted names, backslash escapes in strings, ``pmod``."""
+    """Spark SQL: backquoted names, backslash escapes in strings, ``pmod``, ``filter``."""
 
     def identifier(self, name: str) -> str:
         return "`" + name.replace("`", "``") + "`"
@@ -90,6 +106,14 @@ class SparkDialect(SqlDialect):
     def floor_modulo(self, left: str, divisor: str) -> str:
         return f"pmod({left}, {divisor})"  # floor modulo for a positive divisor
 
+    def count_where(self, lists: str, predicate: str) -> str:
+        # size(NULL) is -1 unless ANSI mode is on: a null list must count null.
+        return (f"CASE WHEN {lists} IS NULL THEN NULL "
+                f"ELSE size(filter({lists}, {BOX} -> {predicate})) END")
+
+    def length(self, lists: str) -> str:
+        return f"size({lists})"
+
 
 DUCKDB = SqlDialect()
 SPARK = SparkDialect()
@@ -101,10 +125,6 @@ def quote_identifier(name: str) -> str:
 
 def sql_literal(value: Scalar) -> str:
     return DUCKDB.literal(value)
-
-
-BOX = "__box"
-"""The lambda parameter naming one box inside list_filter."""
 
 
 def _value(node: Value, dialect: SqlDialect, scope: str = "") -> str:
@@ -126,12 +146,8 @@ def _value(node: Value, dialect: SqlDialect, scope: str = "") -> str:
 
 def _count(node: ObjectsTest | CountObjects, dialect: SqlDialect) -> str:
     """Boxes of the node's column satisfying its predicate; null for a null list."""
-    if dialect is not DUCKDB:
-        raise ValueError(f"{node}: object criteria are compiled for DuckDB, pyarrow and "
-                         f"FiftyOne, not yet for Spark SQL; filter with to_sql() or to_arrow()")
-    column = quote_identifier(node.column)
     predicate = to_sql(node.predicate, dialect, BOX + ".")
-    return f"len(list_filter({column}, lambda {BOX}: {predicate}))"
+    return dialect.count_where(dialect.identifier(node.column), predicate)
 
 
 def _leaf(node: Criterion, sql: str) -> str:
@@ -165,7 +181,8 @@ def to_sql(node: Criterion, dialect: SqlDialect = DUCKDB, scope: str = "") -> st
         case ObjectsTest(quantifier="any"):
             return f"coalesce({_count(node, dialect)} > 0, FALSE)"
         case ObjectsTest(quantifier="all"):
-            return f"coalesce({_count(node, dialect)} = len({quote_identifier(node.column)}), FALSE)"
+            lists = dialect.length(dialect.identifier(node.column))
+            return f"coalesce({_count(node, dialect)} = {lists}, FALSE)"
         case Named():
             return to_sql(node.core(), dialect, scope)
     raise not_compilable(node)
