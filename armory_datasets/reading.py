@@ -32,6 +32,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from armory_datasets.criteria import CriteriaSyntaxError, Criterion, parse
+from armory_datasets.criteria.nodes import object_nodes
 from armory_datasets.criteria.to_sql import quote_identifier, sql_literal
 from armory_datasets.schema import VOCABULARY, parse_arrow_type
 from armory_datasets.store.manifest import MANIFEST_FILE, SUPPORTED_VERSIONS, read_manifest
@@ -206,7 +207,10 @@ class Export:
         DamagedExportError naming it."""
         schema = self.schema if schema is None else schema
         criterion = self.criterion(where, schema.names)
-        expression = None if criterion is None else criterion.to_arrow()
+        if criterion is not None and object_nodes(criterion):
+            expression = self._object_filter(criterion)
+        else:
+            expression = None if criterion is None else criterion.to_arrow()
         if expression is not None:
             try:  # binds the filter to the schema: a type error is the criterion's
                 ds.dataset(schema.empty_table()).to_table(filter=expression)
@@ -217,6 +221,24 @@ class Export:
             return run(expression)
         except (OSError, pa.ArrowException) as error:
             raise self._damaged_part(error) from None
+
+    def _object_filter(self, criterion: Criterion) -> pc.Expression:
+        """A criterion with ``any``/``all``/``count`` of boxes, which no Expression can state,
+        as one that can: its records' keys, found with ``arrow_mask`` (Arrow compute over
+        the flattened boxes) on only the columns it reads."""
+        names = sorted({"export_id", "record_key", *(f.require_name() for f in criterion.fields())})
+        try:
+            table = self.dataset.to_table(columns=names)
+        except (OSError, pa.ArrowException) as error:
+            raise self._damaged_part(error) from None
+        chosen = table.filter(criterion.arrow_mask(table))
+        expression = pc.scalar(False)
+        ids = chosen.column("export_id")
+        for export_id in pc.unique(ids).to_pylist():
+            keys = chosen.filter(pc.equal(ids, export_id)).column("record_key")
+            expression = expression | ((pc.field("export_id") == export_id)
+                                       & pc.field("record_key").isin(keys.combine_chunks()))
+        return expression
 
     def _damaged_part(self, error: BaseException) -> DamagedExportError:
         """The error naming the first part that fails a full read (``error`` if none does)."""

@@ -140,6 +140,7 @@ class ExportSet:
     criterion = Export.criterion
     _column_list = Export._column_list
     _scan = Export._scan
+    _object_filter = Export._object_filter
     table = Export.table
     to_pandas = Export.to_pandas
     count = Export.count

@@ -343,3 +343,55 @@ def test_a_classification_export_has_an_empty_objects_table(tmp_path):
     export = armory_datasets.open_export(tiny_export(tmp_path / "c"))
     assert export.manifest["objects"]["parts"] == [] and export.objects().num_rows == 0
     assert export.sql("SELECT count(*) AS n FROM objects").column("n")[0].as_py() == 0
+
+
+def test_the_digits_detectors_export_equals_cocoeval(tmp_path):
+    """The real detector of the demo (trained here, ~2 s) on held-out canvases."""
+    import torch
+
+    from armory_datasets.demo.digits import CLASS_NAMES as DIGITS, make_detection_canvases, train_detector
+
+    torch.set_num_threads(1)
+    detector = train_detector(seed=0, n_canvases=100)
+    images, targets = make_detection_canvases(40, seed=3, split="test")
+    with torch.no_grad():
+        outputs = detector(torch.from_numpy(images))
+    batches = [ObjectDetectionBatch(
+        Images(images[i:i + 16], scale="float"),
+        [Objects(t["boxes"], t["labels"]) for t in targets[i:i + 16]],
+        [Objects(o["boxes"], o["labels"], o["scores"]) for o in outputs[i:i + 16]], class_names=DIGITS)
+        for i in range(0, 40, 16)]
+    own_loop(tmp_path / "digits", batches, score_threshold=0.0)
+    stored = stored_images(tmp_path / "digits")
+    reference = coco_eval(stored, len(DIGITS))
+    metrics = armory_datasets.open_export(tmp_path / "digits").manifest["metrics"]["object_detection"]["benign"]
+    expected = coco_ap(reference)
+    assert 0.3 < metrics["map"] == pytest.approx(expected["map"], abs=1e-6)
+    assert metrics["ap50"] == pytest.approx(expected["ap50"], abs=1e-6)
+    for i, image in enumerate(stored):
+        matches = coco_matches(reference, i)
+        for k, box in enumerate(image["row"]["predicted_objects"]):
+            gt_index = matches[k][0][0]
+            assert (box["match"], box["matched_index"]) == (("tp", gt_index) if gt_index >= 0 else ("fp", None))
+
+
+@pytest.mark.parametrize("text", ['any(predicted_objects, score > 0.8 & match == "fp")',
+                                  'count(ground_truth_objects, match == "fn") >= 2 & sample_index < 150',
+                                  'all(ground_truth_objects, match == "tp")'])
+def test_object_criteria_select_records_in_table_count_and_export_sets(random_export, text):
+    from armory_datasets.reading_many import open_exports
+
+    export = armory_datasets.open_export(random_export)
+    rows = export.table(columns=["record_key", "sample_index", "ground_truth_objects", "predicted_objects"]).to_pylist()
+    hand = {
+        0: lambda r: any(b["score"] > 0.8 and b["match"] == "fp" for b in r["predicted_objects"]),
+        1: lambda r: sum(b["match"] == "fn" for b in r["ground_truth_objects"]) >= 2 and r["sample_index"] < 150,
+        2: lambda r: all(b["match"] == "tp" for b in r["ground_truth_objects"]),
+    }[["any(", "count(", "all("].index(text[:text.index("(") + 1])]
+    expected = sorted(r["record_key"] for r in rows if hand(r))
+    assert 0 < len(expected) < len(rows)
+    assert sorted(export.table(text, columns=["record_key"]).column(0).to_pylist()) == expected
+    assert export.count(text) == len(expected) == len(export.to_pandas(text))
+    duck = export.sql(f"SELECT count(*) AS n FROM samples WHERE {parse(text).to_sql()}")
+    assert duck.column("n")[0].as_py() == len(expected)
+    assert open_exports([random_export]).count(text) == len(expected)
