@@ -4,7 +4,7 @@
   hive_partitioning = true)``), Polars (``scan_parquet(..., hive_partitioning=True)``) and
   Spark (``spark.read.parquet(out)``) read exactly the export's rows, and one criterion
   (``to_arrow``/``to_sql``/``to_polars``/``to_spark_sql``) selects the same record keys in
-  each, on a classification, a detection and a multi-writer export.
+  each, on a classification, a detection and a multi-writer export; Ray Data too.
 * Pushdown: a ``chains(["fgsm"]) & ...`` criterion makes pyarrow list, and DuckDB read,
   only the files under ``chain=fgsm/``.
 * ``Export.partitioned`` writes the layout once, again when the manifest changed;
@@ -245,3 +245,31 @@ def test_a_directory_that_is_not_a_layout_is_never_replaced(exports, tmp_path):
         write_partitioned(exports["classification"], out=exports["classification"] / "table" / "x")
     with pytest.raises(ValueError, match="is not a partitioned layout"):
         write_partitioned(exports["classification"], out=exports["classification"])
+
+
+@pytest.fixture(scope="module")
+def ray_data():
+    """Ray Data on a local one-CPU Ray, or a skip saying why not."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray[data]')")
+    try:  # ray.data.read_parquet imports it; some fsspec releases lack it
+        from fsspec.implementations.http import HTTPFileSystem  # noqa: F401
+    except ImportError as error:
+        pytest.skip(f"ray.data.read_parquet cannot run with this fsspec: {error}")
+    import ray.data
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray.data
+    ray.shutdown()
+
+
+def test_ray_data_reads_the_layout_and_selects_the_same_records(exports, ray_data):
+    path = exports["multi"]
+    rows = ray_data.read_parquet(str(layout(path)))
+    assert sorted(r["record_key"] for r in rows.select_columns(["record_key", "chain"])
+                  .take_all()) == expected(path).column("record_key").to_pylist()
+    for text in CRITERIA["multi"]:
+        expression = parse(text).to_arrow()
+        found = rows.map_batches(lambda batch, e=expression: batch.filter(e).select(["record_key"]),
+                                 batch_format="pyarrow")
+        assert {r["record_key"] for r in found.take_all()} == keys(path, text), text
