@@ -16,6 +16,7 @@ Example::
     armory-datasets convert exports/digits-classification --format imagefolder --out digits-folders \\
         --where "chains(['fgsm']) & ~correct" --split 0.8,0.2
     armory-datasets verify /data/digits --repair
+    armory-datasets partition /data/digits --by chain
 """
 
 from __future__ import annotations
@@ -366,6 +367,21 @@ def cmd_commit(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ partition
+
+
+def cmd_partition(args: argparse.Namespace) -> int:
+    """Write the Hive-partitioned copy of the table and print where it went."""
+    from armory_datasets.partitioned import open_partitioned, write_partitioned
+
+    by = [c.strip() for c in args.by.split(",")]
+    out = write_partitioned(args.path, by, args.out)
+    data = open_partitioned(out)
+    print(f"partitioned {data.count_rows()} records by {','.join(by)} into {out} "
+          f"({len(data.files)} file(s))")
+    return 0
+
+
 # ------------------------------------------------------------------------------ parser
 
 
@@ -470,6 +486,18 @@ def build_parser() -> argparse.ArgumentParser:
                      "written twice, then list their parts in the manifest, build the FiftyOne "
                      "dataset and mark the export complete (EvaluationEngine(shard=...)).")
     commit.add_argument("path", help="export directory")
+
+    partition = command("partition", cmd_partition,
+                        "write a Hive-partitioned copy of the table (e.g. chain=fgsm/)",
+                        "Write the table parts the manifest lists as a read-only Hive-partitioned "
+                        "layout (OUT/chain=.../part-0.parquet), replacing an older one, so that "
+                        "pyarrow, DuckDB, Polars, Spark and Ray skip the folders a criterion on "
+                        "the partition columns excludes.")
+    partition.add_argument("path", help="export directory")
+    partition.add_argument("--by", default="chain", metavar="A,B",
+                           help="comma-separated string or integer columns (default: chain)")
+    partition.add_argument("--out", metavar="DIR",
+                           help="layout directory (default: DIR/partitioned)")
 
     unpack = command("unpack", cmd_unpack, "extract an archive made by 'pack' and open it")
     unpack.add_argument("archive", help="archive made by 'pack'")

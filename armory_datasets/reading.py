@@ -408,6 +408,31 @@ class Export:
         relation = self.duckdb().sql(query)
         return pa.table({}) if relation is None else relation.to_arrow_table()
 
+    def partitioned(self, by: Sequence[str] = ("chain",)) -> ds.Dataset:
+        """The table as a Hive-partitioned ``pyarrow.dataset`` (``partitioned/chain=.../``),
+        written first if missing, partitioned otherwise or derived from an older manifest;
+        see :mod:`armory_datasets.partitioned`.
+
+        Example:
+            >>> from armory_datasets.demo.tiny import tiny_export
+            >>> data = open_export(tiny_export()).partitioned()
+            >>> len(list(data.get_fragments(filter=pc.field("chain") == "noisy")))
+            1
+        """
+        from armory_datasets.partitioned import LAYOUT_DIR, open_partitioned, read_layout, \
+            write_partitioned
+
+        out = self.path / LAYOUT_DIR
+        try:
+            layout = read_layout(out)
+        except FileNotFoundError:
+            layout = {}
+        current = {"by": list(by), "export_id": self.export_id,
+                   "updated_at": self.manifest["updated_at"]}
+        if any(layout.get(key) != value for key, value in current.items()):
+            write_partitioned(self.path, by, out)
+        return open_partitioned(out)
+
     # ------------------------------------------------------------------ chains
 
     def compare_chains(self, a: str, b: str, on: Sequence[str] | None = None,
