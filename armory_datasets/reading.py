@@ -304,7 +304,7 @@ class Export:
         An export written before the objects table (manifest version 1) gets it derived
         from its samples table, in memory.
         """
-        from armory_datasets.store.objects_table import OBJECTS_VOCABULARY, objects_of
+        from armory_datasets.store.objects_table import OBJECTS_VOCABULARY, SORT_ORDER, objects_of
 
         schema = OBJECTS_VOCABULARY.arrow_schema()
         if "objects" not in self.manifest:
@@ -312,7 +312,7 @@ class Export:
                      "predicted_objects"]
             rows = self._scan(None, lambda _: self.dataset.to_table(
                 columns=[c for c in names if c in self.columns]))
-            return ds.dataset(objects_of(rows, self.manifest["class_names"]))
+            return ds.dataset(objects_of(rows, self.manifest["class_names"]).sort_by(SORT_ORDER))
         for part in self.objects_parts:
             if not part.is_file():
                 raise FileNotFoundError(f"{self.path}: objects part {part.name} listed in "

@@ -166,3 +166,21 @@ def test_bad_iou_threshold(threshold):
 def test_iou_threshold_one_matches_equal_boxes():
     m = match_image([[0, 0, 3, 3]], [0], [0.5], [[0, 0, 3, 3]], [0], iou_thresholds=[1.0])
     assert m.counts() == (1, 0, 0)
+
+
+def test_a_batch_matched_at_once_equals_each_image_matched_alone():
+    """Padding images to the busiest one must not change any match."""
+    from armory_datasets.detection import match_images
+
+    rng = np.random.default_rng(11)
+    images = [_random_image(rng, num_classes=3, crowd=True) for _ in range(120)]
+    keys = ("pred_boxes", "pred_labels", "pred_scores", "gt_boxes", "gt_labels", "gt_crowd")
+    together = match_images([tuple(i[k] for k in keys) for i in images], COCO_IOU_THRESHOLDS)
+    for image, batched in zip(images, together):
+        alone = match_image(*(image[k] for k in keys), iou_thresholds=COCO_IOU_THRESHOLDS)
+        for field in ("pred_gt", "gt_pred", "pred_ignored", "iou", "order"):
+            assert np.array_equal(getattr(batched, field), getattr(alone, field)), field
+    reference = coco_eval(images, 3)
+    for i, match in enumerate(together):
+        for k, (gt_index, ignored) in coco_matches(reference, i).items():
+            assert np.array_equal(match.pred_gt[:, k], gt_index) and np.array_equal(match.pred_ignored[:, k], ignored)

@@ -329,7 +329,7 @@ def test_an_export_without_the_objects_table_still_reads_its_objects(tmp_path):
     manifest["manifest_version"] = 1
     (export_dir / "manifest.json").write_text(json.dumps(manifest))
     old = armory_datasets.open_export(export_dir)
-    pd.testing.assert_frame_equal(old.objects().to_pandas(), expected)
+    pd.testing.assert_frame_equal(old.objects().to_pandas(), expected)  # the same rows, in the same order
     assert old.sql("SELECT count(*) AS n FROM objects").column("n")[0].as_py() == len(expected)
     manifest["manifest_version"] = 3
     (export_dir / "manifest.json").write_text(json.dumps(manifest))

@@ -1,8 +1,12 @@
 """Compile a criterion to a ``pyarrow.compute.Expression``.
 
 The expression is a ``pyarrow.dataset`` filter, so the Parquet scan pushes it down
-(row groups whose statistics exclude it are skipped). Comparisons on nullable columns
-are wrapped so that a null compares false, as at export time.
+(row groups whose statistics exclude it are skipped). A null compares false, as at
+export time: under a ``~``, comparisons on nullable columns are wrapped so that a null
+is false before it is negated; outside any ``~`` they are left bare, because ``&`` and
+``|`` are monotone and a filter drops a null row as it drops a false one, and a bare
+comparison is what row-group statistics can prune with. (As a projected column the
+root may then be null where the criterion is false: ``arrow_mask`` fills it.)
 
 An Expression cannot express a predicate over the items of a list (``any``, ``all``,
 ``count`` of boxes): ``arrow_mask`` evaluates such a criterion on an Arrow table instead,
@@ -81,38 +85,40 @@ def _value(node: Value, computed: Computed | None = None) -> Any:
     raise TypeError(f"unknown value node {node!r}")
 
 
-def _leaf(node: Criterion, expression: Any) -> Any:
-    if nullable_fields(node):
-        return pc.if_else(pc.is_valid(expression), expression, pc.scalar(False))
-    return expression
+def _filled(expression: Any) -> Any:
+    return pc.if_else(pc.is_valid(expression), expression, pc.scalar(False))
 
 
-def to_arrow(node: Criterion, computed: Computed | None = None) -> Any:
+def _leaf(node: Criterion, expression: Any, negated: bool) -> Any:
+    return _filled(expression) if negated and nullable_fields(node) else expression
+
+
+def to_arrow(node: Criterion, computed: Computed | None = None, negated: bool = False) -> Any:
     """The criterion as a pyarrow Expression (see module docstring); object nodes read
-    the ``computed`` columns."""
+    the ``computed`` columns; ``negated``: the node is under a ``~``."""
     match node:
         case Const(value=value):
             return pc.scalar(value)
         case Compare(op=op, left=left, right=right):
-            return _leaf(node, _COMPARE[op](_value(left, computed), _value(right, computed)))
+            return _leaf(node, _COMPARE[op](_value(left, computed), _value(right, computed)), negated)
         case IsIn(value=value, options=options):
             if not options:
                 return pc.scalar(False)
             expression = pc.is_in(_value(value, computed), value_set=_value_set(options))
-            return _leaf(node, expression)
+            return _leaf(node, expression, negated)
         case IsClose():
             distance = pc.abs(pc.subtract(_value(node.value, computed), pc.scalar(node.target)))
-            return _leaf(node, pc.less_equal(distance, pc.scalar(node.tolerance)))
+            return _leaf(node, pc.less_equal(distance, pc.scalar(node.tolerance)), negated)
         case And(items=items):
-            return _fold(pc.and_kleene, items, computed)
+            return _fold(pc.and_kleene, items, computed, negated)
         case Or(items=items):
-            return _fold(pc.or_kleene, items, computed)
+            return _fold(pc.or_kleene, items, computed, negated)
         case Not(item=item):
-            return pc.invert(to_arrow(item, computed))
+            return pc.invert(to_arrow(item, computed, True))
         case ObjectsTest():
             return _computed(node, computed)
         case Named():
-            return to_arrow(node.core(), computed)
+            return to_arrow(node.core(), computed, negated)
     raise not_compilable(node)
 
 
@@ -129,7 +135,7 @@ def _object_values(node: ObjectsTest | CountObjects, table: pa.Table) -> pa.Arra
     boxes that satisfy it are counted per record (``list_parent_indices``)."""
     lists = box_list_array(table.column(node.column), node.column, table.num_rows)
     boxes = pa.Table.from_struct_array(pc.list_flatten(lists))
-    mask = _evaluate(to_arrow(node.predicate), boxes).to_numpy() if len(boxes) else np.zeros(0, bool)
+    mask = _evaluate(_filled(to_arrow(node.predicate)), boxes).to_numpy() if len(boxes) else np.zeros(0, bool)
     parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
     counts = np.bincount(parents[mask], minlength=table.num_rows)  # per-record reduction
     missing = ~lists.is_valid().to_numpy(zero_copy_only=False)
@@ -156,7 +162,7 @@ def arrow_mask(node: Criterion, table: pa.Table) -> pa.ChunkedArray:
             name = "_" + name
         table = table.append_column(name, _object_values(object_node, table))
         computed[object_node._key()] = name
-    return _evaluate(to_arrow(node, computed), table)
+    return _evaluate(_filled(to_arrow(node, computed)), table)
 
 
 def _value_set(options: tuple) -> pa.Array:
@@ -167,8 +173,8 @@ def _value_set(options: tuple) -> pa.Array:
     return pa.array(values)
 
 
-def _fold(op: Any, items: tuple[Criterion, ...], computed: Computed | None) -> Any:
-    expression = to_arrow(items[0], computed)
+def _fold(op: Any, items: tuple[Criterion, ...], computed: Computed | None, negated: bool) -> Any:
+    expression = to_arrow(items[0], computed, negated)
     for item in items[1:]:
-        expression = op(expression, to_arrow(item, computed))
+        expression = op(expression, to_arrow(item, computed, negated))
     return expression

@@ -7,6 +7,6 @@ Example:
 """
 
 from armory_datasets.detection.average_precision import AveragePrecision
-from armory_datasets.detection.matching import COCO_IOU_THRESHOLDS, ImageMatch, match_image
+from armory_datasets.detection.matching import COCO_IOU_THRESHOLDS, ImageMatch, match_image, match_images
 
-__all__ = ["AveragePrecision", "COCO_IOU_THRESHOLDS", "ImageMatch", "match_image"]
+__all__ = ["AveragePrecision", "COCO_IOU_THRESHOLDS", "ImageMatch", "match_image", "match_images"]

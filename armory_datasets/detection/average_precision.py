@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-from collections import defaultdict
 
 import numpy as np
 
@@ -31,12 +30,15 @@ class AveragePrecision:
 
     def __init__(self, max_detections: int = 100) -> None:
         self.max_detections = max_detections
-        self._scores: dict[int, list[np.ndarray]] = defaultdict(list)
-        self._matched: dict[int, list[np.ndarray]] = defaultdict(list)
-        self._ignored: dict[int, list[np.ndarray]] = defaultdict(list)
-        self._images: dict[int, list[np.ndarray]] = defaultdict(list)
-        self._ground_truth: dict[int, int] = defaultdict(int)
+        # Per image, flat over its kept predictions (no per-class split until result()).
+        self._labels: list[np.ndarray] = []
+        self._scores: list[np.ndarray] = []
+        self._images: list[np.ndarray] = []
+        self._matched: list[np.ndarray] = []
+        self._ignored: list[np.ndarray] = []
+        self._ground_truth: list[np.ndarray] = []  # labels of non-crowd ground truth
         self._added = 0
+        self._joined: dict[str, np.ndarray] | None = None
 
     def add(self, match: ImageMatch, image_id: int | None = None) -> None:
         """Add one image matched at ``COCO_IOU_THRESHOLDS``.
@@ -49,17 +51,43 @@ class AveragePrecision:
         if not np.array_equal(match.thresholds, COCO_IOU_THRESHOLDS):
             raise ValueError("match: thresholds "
                              f"{match.thresholds.tolist()}; expected COCO_IOU_THRESHOLDS")
-        for label in np.unique(match.gt_labels[~match.gt_crowd]):
-            self._ground_truth[int(label)] += int(np.count_nonzero(
-                (match.gt_labels == label) & ~match.gt_crowd))
-        ordered_labels = match.pred_labels[match.order]
-        for label in np.unique(ordered_labels):
-            # Already by descending score; COCOeval keeps the first max_detections.
-            picked = match.order[ordered_labels == label][: self.max_detections]
-            self._scores[int(label)].append(match.pred_scores[picked])
-            self._matched[int(label)].append(match.pred_gt[:, picked] >= 0)
-            self._ignored[int(label)].append(match.pred_ignored[:, picked])
-            self._images[int(label)].append(np.full(len(picked), image_id, dtype=np.int64))
+        picked = match.order  # by descending score
+        labels = match.pred_labels[picked]
+        if len(picked) > self.max_detections:  # COCOeval keeps the first max_detections per class
+            by_label = np.argsort(labels, kind="stable")
+            grouped = labels[by_label]
+            rank = np.empty(len(picked), dtype=np.int64)
+            rank[by_label] = np.arange(len(picked)) - np.searchsorted(grouped, grouped, side="left")
+            keep = rank < self.max_detections
+            picked, labels = picked[keep], labels[keep]
+        self._append(labels, match.pred_scores[picked], np.full(len(picked), image_id, dtype=np.int64),
+                     match.pred_gt[:, picked] >= 0, match.pred_ignored[:, picked],
+                     match.gt_labels[~match.gt_crowd])
+
+    def _append(self, labels: np.ndarray, scores: np.ndarray, images: np.ndarray,
+                matched: np.ndarray, ignored: np.ndarray, ground_truth: np.ndarray) -> None:
+        self._labels.append(labels)
+        self._scores.append(scores)
+        self._images.append(images)
+        self._matched.append(matched)
+        self._ignored.append(ignored)
+        self._ground_truth.append(ground_truth)
+        self._joined = None
+
+    def _detections(self) -> dict[str, np.ndarray]:
+        """Every kept detection (and ground-truth label), concatenated once."""
+        if self._joined is None:
+            n_t = len(COCO_IOU_THRESHOLDS)
+            flat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
+            wide = lambda parts: np.concatenate(parts, axis=1) if parts else np.zeros((n_t, 0), bool)  # noqa: E731
+            self._joined = {"labels": flat(self._labels, np.int64), "scores": flat(self._scores, np.float64),
+                            "images": flat(self._images, np.int64), "matched": wide(self._matched),
+                            "ignored": wide(self._ignored), "ground_truth": flat(self._ground_truth, np.int64)}
+        return self._joined
+
+    def _ground_truth_counts(self) -> dict[int, int]:
+        labels, counts = np.unique(self._detections()["ground_truth"], return_counts=True)
+        return dict(zip(labels.tolist(), counts.tolist()))
 
     def state(self) -> dict:
         """The accumulated detections as JSON values, for a writer's journal: per class its
@@ -71,17 +99,19 @@ class AveragePrecision:
             {'max_detections': 100, 'ground_truth': {}, 'detections': {}}
         """
         bits = 1 << np.arange(len(COCO_IOU_THRESHOLDS), dtype=np.int64)
+        d = self._detections()
 
-        def packed(flags: list[np.ndarray]) -> list[int]:
-            return (np.concatenate(flags, axis=1).astype(np.int64) * bits[:, None]).sum(axis=0).tolist()
+        def packed(flags: np.ndarray) -> list[int]:
+            return (flags.astype(np.int64) * bits[:, None]).sum(axis=0).tolist()
 
+        detections = {}
+        for label in np.unique(d["labels"]).tolist():
+            at = d["labels"] == label
+            detections[str(label)] = {"scores": d["scores"][at].tolist(), "images": d["images"][at].tolist(),
+                                      "matched": packed(d["matched"][:, at]), "ignored": packed(d["ignored"][:, at])}
         return {"max_detections": self.max_detections,
-                "ground_truth": {str(k): v for k, v in sorted(self._ground_truth.items())},
-                "detections": {str(k): {"scores": np.concatenate(self._scores[k]).tolist(),
-                                        "images": np.concatenate(self._images[k]).tolist(),
-                                        "matched": packed(self._matched[k]),
-                                        "ignored": packed(self._ignored[k])}
-                               for k in sorted(self._scores)}}
+                "ground_truth": {str(k): v for k, v in sorted(self._ground_truth_counts().items())},
+                "detections": detections}
 
     @classmethod
     def merged(cls, states: list[dict]) -> AveragePrecision:
@@ -97,30 +127,32 @@ class AveragePrecision:
         out = cls(max_detections=max([s["max_detections"] for s in states], default=100))
         bits = 1 << np.arange(len(COCO_IOU_THRESHOLDS), dtype=np.int64)
         for state in states:
-            for label, n in state["ground_truth"].items():
-                out._ground_truth[int(label)] += int(n)
+            ground_truth = [np.full(int(n), int(label), dtype=np.int64) for label, n in state["ground_truth"].items()]
+            out._ground_truth.extend(ground_truth)
             for label, found in state["detections"].items():
                 flags = {k: (np.asarray(found[k], dtype=np.int64)[None, :] & bits[:, None]) > 0
                          for k in ("matched", "ignored")}
-                out._scores[int(label)].append(np.asarray(found["scores"], dtype=np.float64))
-                out._matched[int(label)].append(flags["matched"])
-                out._ignored[int(label)].append(flags["ignored"])
-                out._images[int(label)].append(np.asarray(found["images"], dtype=np.int64))
+                scores = np.asarray(found["scores"], dtype=np.float64)
+                out._append(np.full(len(scores), int(label), dtype=np.int64), scores,
+                            np.asarray(found["images"], dtype=np.int64), flags["matched"], flags["ignored"],
+                            np.zeros(0, dtype=np.int64))
+        out._joined = None
         return out
 
     def precision(self, label: int) -> np.ndarray | None:
         """Interpolated precision (T, 101) of a class, or None without ground truth."""
-        n_gt = self._ground_truth.get(label, 0)
+        n_gt = self._ground_truth_counts().get(label, 0)
         if n_gt == 0:
             return None
         n_t = len(COCO_IOU_THRESHOLDS)
-        if not self._scores.get(label):
+        d = self._detections()
+        at = d["labels"] == label
+        if not at.any():
             return np.zeros((n_t, len(RECALL_THRESHOLDS)))
-        scores = np.concatenate(self._scores[label])
         # COCOeval: detections in image-id order, then a stable sort by descending score.
-        order = np.lexsort((np.concatenate(self._images[label]), -scores))
-        matched = np.concatenate(self._matched[label], axis=1)[:, order]
-        ignored = np.concatenate(self._ignored[label], axis=1)[:, order]
+        order = np.lexsort((d["images"][at], -d["scores"][at]))
+        matched = d["matched"][:, at][:, order]
+        ignored = d["ignored"][:, at][:, order]
         tp = np.cumsum(matched & ~ignored, axis=1).astype(np.float64)
         fp = np.cumsum(~matched & ~ignored, axis=1).astype(np.float64)
         recall = tp / n_gt
@@ -129,9 +161,9 @@ class AveragePrecision:
         envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
         out = np.zeros((n_t, len(RECALL_THRESHOLDS)))
         for t in range(n_t):
-            at = np.searchsorted(recall[t], RECALL_THRESHOLDS, side="left")
-            inside = at < envelope.shape[1]
-            out[t, inside] = envelope[t, at[inside]]
+            at_recall = np.searchsorted(recall[t], RECALL_THRESHOLDS, side="left")
+            inside = at_recall < envelope.shape[1]
+            out[t, inside] = envelope[t, at_recall[inside]]
         return out
 
     def result(self, class_names: list[str] | None = None) -> dict:
@@ -146,7 +178,7 @@ class AveragePrecision:
         """
         per_class: dict = {}
         means: list[np.ndarray] = []
-        for label in sorted(self._ground_truth):
+        for label in sorted(self._ground_truth_counts()):
             precision = self.precision(label)
             if precision is None:
                 continue

@@ -6,7 +6,9 @@ more at it. The boxes become ``ground_truth_objects`` / ``predicted_objects`` as
 ``list<struct>`` arrays of the vocabulary's type, built from flat numpy arrays (no Python
 dict per box): ``match`` is "tp" / "fp" / "fn" or "ignored" (a crowd box, or a
 prediction matched to one), ``iou`` and ``matched_index`` (into the other list) of the
-box's match, null when unmatched.
+box's match, null when unmatched. Per image it gives ``tp``, ``fp``, ``fn`` and from them
+``precision``, ``recall`` and ``mean_iou`` (of the true positives), so the record's
+metrics and its boxes come from one matching.
 
 Example:
     >>> from armory_datasets.data import Objects
@@ -24,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from armory_datasets.data import Objects
-from armory_datasets.detection.matching import COCO_IOU_THRESHOLDS, ImageMatch, match_image
+from armory_datasets.detection.matching import COCO_IOU_THRESHOLDS, ImageMatch, match_images
 from armory_datasets.schema import VOCABULARY
 
 __all__ = ["MatchedColumns", "matched_columns", "objects_array"]
@@ -39,7 +41,24 @@ class MatchedColumns:
     tp: np.ndarray
     fp: np.ndarray
     fn: np.ndarray
+    mean_iou: np.ndarray
     coco: list[ImageMatch]
+
+    @property
+    def precision(self) -> np.ndarray:
+        """tp / (tp + fp) per image, NaN without a counted prediction."""
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> np.ndarray:
+        """tp / (tp + fn) per image, NaN without a (non-crowd) ground-truth box."""
+        return _ratio(self.tp, self.tp + self.fn)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    out = np.full(len(numerator), np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
 
 
 def objects_array(objects: list[Objects], match: list[np.ndarray] | None = None,
@@ -89,17 +108,22 @@ def matched_columns(targets: list[Objects], predictions: list[Objects] | None,
     """
     n = len(targets)
     coco_list = COCO_IOU_THRESHOLDS.tolist()
-    at = coco_list.index(iou_threshold) if iou_threshold in coco_list else None
+    empty = Objects(np.zeros((0, 4)), [], [])
+    images = [(p.boxes, p.labels, p.scores, gt.boxes, gt.labels, gt.iscrowd)
+              for gt, p in zip(targets, predictions if predictions is not None else [empty] * n)]
+    coco = match_images(images, COCO_IOU_THRESHOLDS)
+    if iou_threshold in coco_list:
+        own, t = coco, coco_list.index(iou_threshold)
+    else:
+        own, t = match_images(images, (iou_threshold,)), 0
     gt_match, gt_iou, gt_index, pred_match, pred_iou, pred_index = ([] for _ in range(6))
     tp, fp, fn = (np.zeros(n, dtype=np.int64) for _ in range(3))
-    coco: list[ImageMatch] = []
-    for i, gt in enumerate(targets):
-        pred = predictions[i] if predictions is not None else Objects(np.zeros((0, 4)), [], [])
-        args = (pred.boxes, pred.labels, pred.scores, gt.boxes, gt.labels, gt.iscrowd)
-        full = match_image(*args, iou_thresholds=COCO_IOU_THRESHOLDS)
-        coco.append(full)
-        m, t = (full, at) if at is not None else (match_image(*args, iou_thresholds=(iou_threshold,)), 0)
+    mean_iou = np.full(n, np.nan)
+    for i, m in enumerate(own):
         tp[i], fp[i], fn[i] = m.counts(t)
+        matched = m.pred_iou(t)[(m.pred_gt[t] >= 0) & ~m.pred_ignored[t]]
+        if matched.size:
+            mean_iou[i] = matched.mean()
         gt_match.append(m.gt_match(t))
         gt_iou.append(m.gt_iou(t))
         gt_index.append(np.where(m.gt_pred[t] >= 0, m.gt_pred[t], np.nan))
@@ -109,4 +133,4 @@ def matched_columns(targets: list[Objects], predictions: list[Objects] | None,
     ground_truth = objects_array(targets, gt_match, gt_iou, gt_index)
     predicted = (objects_array(predictions, pred_match, pred_iou, pred_index)
                  if predictions is not None else None)
-    return MatchedColumns(ground_truth, predicted, tp, fp, fn, coco)
+    return MatchedColumns(ground_truth, predicted, tp, fp, fn, mean_iou, coco)
