@@ -190,15 +190,18 @@ class Export:
                                          _name_position(text, name) if text else None)
         return where
 
-    def _column_list(self, columns: Sequence[str] | None) -> list[str] | None:
+    def _column_list(self, columns: Sequence[str] | None,
+                     available: Sequence[str] | None = None) -> list[str] | None:
+        """``columns`` checked against ``available`` (default: the table's columns)."""
         if columns is None:
             return None
         if isinstance(columns, str):
             raise TypeError(f"columns: got the string {columns!r}; expected a list of names")
-        names = set(self.columns)
+        available = list(self.columns if available is None else available)
+        names = set(available)
         for column in columns:
             if column not in names:
-                raise UnknownColumnError("columns", column, self.columns)
+                raise UnknownColumnError("columns", column, available)
         return list(columns)
 
     def _scan(self, where: Where, run: Callable[[Any], Any], schema: pa.Schema | None = None) -> Any:
@@ -333,13 +336,8 @@ class Export:
             7
         """
         dataset = self.objects_dataset
-        if columns is not None:
-            if isinstance(columns, str):
-                raise TypeError(f"columns: got the string {columns!r}; expected a list of names")
-            for column in columns:
-                if column not in dataset.schema.names:
-                    raise UnknownColumnError("columns", column, dataset.schema.names)
-        return self._scan(where, lambda f: dataset.to_table(columns=columns, filter=f), dataset.schema)
+        names = self._column_list(columns, dataset.schema.names)
+        return self._scan(where, lambda f: dataset.to_table(columns=names, filter=f), dataset.schema)
 
     @cached_property
     def task(self) -> str:

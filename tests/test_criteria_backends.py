@@ -30,7 +30,7 @@ from criteria_cases import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from spark_support import local_spark
+from engine_fixtures import spark, ray_data  # noqa: F401 (pytest fixtures)
 
 from armory_datasets.schema import VOCABULARY
 
@@ -72,14 +72,6 @@ def test_export_time_equals_polars(seed, sizes, criterion, tmp_path_factory):
     path = tmp_path_factory.getbasetemp() / f"polars-{seed}-{'-'.join(map(str, sizes))}.parquet"
     pq.write_table(table.table, path, row_group_size=7)
     assert polars_keys(path, criterion) == export_time_keys(table, criterion), str(criterion)
-
-
-@pytest.fixture(scope="module")
-def spark():
-    """One local Spark session (1 core) for the module, or a skip saying why not."""
-    session = local_spark()
-    yield session
-    session.stop()
 
 
 SPARK_CRITERIA_PER_QUERY = 40
@@ -225,22 +217,6 @@ def test_one_criterion_selects_the_same_records_in_every_backend_on_a_multi_writ
         assert {r["record_key"] for r in frame.where(criterion.to_spark_sql())
                 .select("record_key").collect()} == expected, text
         assert set(export.fiftyone(criterion).values("record_key")) == expected, text
-
-
-@pytest.fixture(scope="module")
-def ray_data():
-    """Ray Data on a local one-CPU Ray, or a skip saying why not."""
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray[data]')")
-    try:  # ray.data.read_parquet imports it; some fsspec releases lack it
-        from fsspec.implementations.http import HTTPFileSystem  # noqa: F401
-    except ImportError as error:
-        pytest.skip(f"ray.data.read_parquet cannot run with this fsspec: {error}")
-    import ray.data
-
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield ray.data
-    ray.shutdown()
 
 
 def test_ray_data_selects_the_same_records_on_a_multi_writer_export(multi_writer_export, ray_data):

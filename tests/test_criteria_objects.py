@@ -21,7 +21,7 @@ from object_criteria_cases import (
     make_object_table,
     object_criteria,
 )
-from spark_support import local_spark
+from engine_fixtures import spark  # noqa: F401 (pytest fixtures)
 
 from armory_datasets import criteria as C
 from armory_datasets.criteria import parse
@@ -57,14 +57,6 @@ def test_export_time_equals_pyarrow_duckdb_and_polars(seed, sizes, criterion, as
         assert duckdb_keys(path, criterion) == expected, str(criterion)
         assert polars_keys(path, criterion) == expected, str(criterion)
     assert parse(str(criterion)) == criterion
-
-
-@pytest.fixture(scope="module")
-def spark():
-    """One local Spark session (1 core) for the module, or a skip saying why not."""
-    session = local_spark()
-    yield session
-    session.stop()
 
 
 SPARK_CRITERIA_PER_QUERY = 40

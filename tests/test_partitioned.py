@@ -15,14 +15,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
+from engine_fixtures import ray_data, spark  # noqa: F401 (pytest fixtures)
 
 from armory_datasets import cli, open_export
 from armory_datasets.criteria import parse
@@ -57,20 +56,6 @@ def exports(tmp_path_factory) -> dict[str, Path]:
     parts = open_export(multi).parts
     assert len({p.name.split("-")[1] for p in parts}) == 3, parts  # parts of 3 writers
     return found
-
-
-@pytest.fixture(scope="module")
-def spark():
-    """One local Spark session (1 core) for the module, or a skip saying why not."""
-    pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (pip install pyspark)")
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        pytest.skip("Spark needs Java: apt-get install default-jre-headless (./dev does)")
-    session = (pyspark.sql.SparkSession.builder.master("local[1]").appName("partitioned")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "1")
-               .getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
 
 
 def expected(path: Path) -> pa.Table:
@@ -245,22 +230,6 @@ def test_a_directory_that_is_not_a_layout_is_never_replaced(exports, tmp_path):
         write_partitioned(exports["classification"], out=exports["classification"] / "table" / "x")
     with pytest.raises(ValueError, match="is not a partitioned layout"):
         write_partitioned(exports["classification"], out=exports["classification"])
-
-
-@pytest.fixture(scope="module")
-def ray_data():
-    """Ray Data on a local one-CPU Ray, or a skip saying why not."""
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray[data]')")
-    try:  # ray.data.read_parquet imports it; some fsspec releases lack it
-        from fsspec.implementations.http import HTTPFileSystem  # noqa: F401
-    except ImportError as error:
-        pytest.skip(f"ray.data.read_parquet cannot run with this fsspec: {error}")
-    import ray.data
-
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield ray.data
-    ray.shutdown()
 
 
 def test_ray_data_reads_the_layout_and_selects_the_same_records(exports, ray_data):

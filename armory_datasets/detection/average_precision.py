@@ -74,7 +74,7 @@ class AveragePrecision:
         self._ground_truth.append(ground_truth)
         self._joined = None
 
-    def _detections(self) -> dict[str, np.ndarray]:
+    def _detections(self) -> dict:
         """Every kept detection (and ground-truth label), concatenated once."""
         if self._joined is None:
             n_t = len(COCO_IOU_THRESHOLDS)
@@ -86,8 +86,11 @@ class AveragePrecision:
         return self._joined
 
     def _ground_truth_counts(self) -> dict[int, int]:
-        labels, counts = np.unique(self._detections()["ground_truth"], return_counts=True)
-        return dict(zip(labels.tolist(), counts.tolist()))
+        d = self._detections()
+        if "counts" not in d:  # computed once per accumulated state, not once per class
+            labels, counts = np.unique(d["ground_truth"], return_counts=True)
+            d["counts"] = dict(zip(labels.tolist(), counts.tolist()))
+        return d["counts"]
 
     def state(self) -> dict:
         """The accumulated detections as JSON values, for a writer's journal: per class its
