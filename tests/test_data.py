@@ -48,6 +48,33 @@ def test_uint8_hwc_round_trips_through_normalised_float_chw(pixels, data):
     assert torch.allclose(float_images.normalize(back), float_images.to_model_input(), atol=1e-4)
 
 
+@settings(max_examples=60, deadline=None)
+@given(layout=st.sampled_from(["CHW", "HWC"]), normalised=st.booleans(), data=st.data())
+def test_float_pixels_are_rounded_half_to_even_after_clipping(layout, normalised, data):
+    """The PNG pixels are np.round(np.clip(denormalised, 0, 1) * 255), exactly, at .5 ties too."""
+    n, h, w, c = data.draw(st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4),
+                                     st.sampled_from([1, 3, 4])))
+    ties = (np.arange(n * h * w * c) % 256 + 0.5) / 255.0  # x * 255 lands on k + 0.5 (as a float)
+    noise = data.draw(hnp.arrays(np.float32, n * h * w * c, elements=st.floats(-2.0 ** -10, 1 + 2.0 ** -10, width=32)))
+    values = np.where(np.arange(n * h * w * c) % 2 == 0, ties, noise).astype(np.float32)
+    shape = (n, c, h, w) if layout == "CHW" else (n, h, w, c)
+    stats = (1, c, 1, 1) if layout == "CHW" else (1, 1, 1, c)
+    mean = np.linspace(0.2, 0.5, c) if normalised else None
+    std = np.linspace(0.9, 1.1, c) if normalised else None
+    unit = values.reshape(shape).astype(np.float64)
+    stored = ((unit - mean.reshape(stats)) / std.reshape(stats)).astype(np.float32) if normalised \
+        else unit.astype(np.float32)
+    denormalised = stored.astype(np.float64)
+    if normalised:
+        denormalised = denormalised * std.reshape(stats) + mean.reshape(stats)
+    expected = np.round(np.clip(denormalised, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if layout == "CHW":
+        expected = expected.transpose(0, 2, 3, 1)
+    images = Images(stored, layout=layout, mean=None if mean is None else list(mean),
+                    std=None if std is None else list(std))
+    np.testing.assert_array_equal(images.to_uint8_hwc(), expected)
+
+
 def test_images_shape_properties_and_model_input():
     x = Images(torch.zeros(2, 5, 7, 3), layout="HWC", scale="float")
     assert (len(x), x.height, x.width, x.channels) == (2, 5, 7, 3)

@@ -131,10 +131,12 @@ class Images:
         if not np.issubdtype(array.dtype, np.floating):
             raise ValueError(f"{field}: dtype {self._dtype_name()} with scale 'float'; expected "
                              f"a floating dtype")
-        require_finite(array, field)
-        unit = self._denormalise_numpy(array)
-        bad = (unit < -_UNIT_TOLERANCE) | (unit > 1 + _UNIT_TOLERANCE)
-        if bad.any():
+        unit = array if self.mean is None and self.std is None else self._denormalise_numpy(array)
+        low, high = unit.min(), unit.max()  # NaN and inf reach the extremes: one pass each, no mask
+        if not (np.isfinite(low) and np.isfinite(high)):
+            require_finite(array, field)
+        if low < -_UNIT_TOLERANCE or high > 1 + _UNIT_TOLERANCE:
+            bad = (unit < -_UNIT_TOLERANCE) | (unit > 1 + _UNIT_TOLERANCE)
             i = first_bad(bad)
             raise ValueError(f"{field}[{i}]: value {unit[i][bad[i]][0]:.4g} outside 0..1; expected "
                              f"float images in 0..1 (before normalisation by mean/std)")
@@ -240,9 +242,23 @@ class Images:
             array = to_numpy(self.data)
             hwc = array if self.layout == "HWC" else array.transpose(0, 2, 3, 1)
             return np.ascontiguousarray(hwc, dtype=np.uint8)
-        unit = self._denormalise_numpy(to_numpy(self.data))
-        hwc = unit if self.layout == "HWC" else unit.transpose(0, 2, 3, 1)
-        return np.ascontiguousarray(np.round(np.clip(hwc, 0.0, 1.0) * 255.0), dtype=np.uint8)
+        # One image at a time through one float64 buffer (it stays in cache), in place:
+        # clip(x * 255, 0, 255) equals clip(x, 0, 1) * 255 exactly in IEEE arithmetic, and
+        # rint is np.round's half-to-even.
+        out = np.empty((len(self), self.height, self.width, self.channels), np.uint8)
+        unit = np.empty(out.shape[1:], np.float64)
+        std = None if self.std is None else np.reshape(self.std, (1, 1, self.channels))
+        mean = None if self.mean is None else np.reshape(self.mean, (1, 1, self.channels))
+        for i, image in enumerate(to_numpy(self.data)):
+            np.copyto(unit, image if self.layout == "HWC" else image.transpose(1, 2, 0))
+            if std is not None:
+                unit *= std
+            if mean is not None:
+                unit += mean
+            np.multiply(unit, 255.0, out=unit)
+            np.clip(unit, 0.0, 255.0, out=unit)
+            out[i] = np.rint(unit, out=unit)
+        return out
 
 
 # -------------------------------------------------------------------------- objects

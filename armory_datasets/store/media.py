@@ -30,18 +30,19 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 
+from armory_datasets.store.png import encode_png
+
 IMAGES_DIR = "media/images"
 HEATMAPS_DIR = "media/heatmaps"
 TMP_SUFFIX = ".tmp"
 DEFAULT_PNG_COMPRESS_LEVEL = 1
-"""zlib level for PNGs. Any level is lossless; 1 encodes about 3x faster than PIL's
-default 6 on photographs, for files about 10% larger (see benchmarks/export_bench.py)."""
+"""zlib level for PNGs (:func:`~armory_datasets.store.png.encode_png`). Any level is
+lossless; with its run-length strategy, higher levels cost more for files barely smaller."""
 
 HEATMAP_LEVELS = 65535
 """Largest pixel value of a heatmap PNG: the map's max (its min is 0)."""
@@ -49,7 +50,7 @@ HEATMAP_RANGE_KEY = "armory_datasets:range"
 """PNG text chunk holding a heatmap's ``low high`` values (Python float reprs)."""
 _DIGEST_CHARS = 16
 
-_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+_CHANNELS = (1, 3, 4)
 
 
 def image_relpath(chain: str, sample_index: int) -> str:
@@ -83,17 +84,12 @@ def write_png(path: Path, image_hwc: np.ndarray, compress_level: int = DEFAULT_P
         >>> import tempfile
         >>> write_png(Path(tempfile.mkdtemp()) / "a.png", np.full((2, 2, 1), 9, np.uint8))
     """
-    from PIL import Image
-
-    if image_hwc.dtype != np.uint8 or image_hwc.ndim != 3 or image_hwc.shape[2] not in _MODES:
+    if image_hwc.dtype != np.uint8 or image_hwc.ndim != 3 or image_hwc.shape[2] not in _CHANNELS:
         raise ValueError(f"image: got {image_hwc.dtype} array of shape {image_hwc.shape}; "
                          f"expected (H, W, C) uint8 with C in 1, 3, 4")
-    channels = image_hwc.shape[2]
-    pixels = image_hwc[:, :, 0] if channels == 1 else image_hwc
+    content = encode_png(image_hwc, compress_level)
     tmp = _tmp_path(path)
-    Image.fromarray(np.ascontiguousarray(pixels), mode=_MODES[channels]).save(
-        tmp, format="PNG", compress_level=compress_level
-    )
+    tmp.write_bytes(content)
     os.replace(tmp, path)
 
 
@@ -104,8 +100,6 @@ def encode_heatmap(heatmap: np.ndarray) -> bytes:
         >>> encode_heatmap(np.zeros((2, 3)))[:8]
         b'\\x89PNG\\r\\n\\x1a\\n'
     """
-    from PIL import Image, PngImagePlugin
-
     array = np.asarray(heatmap)
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
         raise ValueError(f"heatmap: got {array.dtype} array of shape {array.shape}; "
@@ -114,12 +108,7 @@ def encode_heatmap(heatmap: np.ndarray) -> bytes:
     low, high = float(values.min()), float(values.max())
     scale = HEATMAP_LEVELS / (high - low) if high > low else 0.0
     levels = np.rint((values - low) * scale).astype(np.uint16)
-    info = PngImagePlugin.PngInfo()
-    info.add_text(HEATMAP_RANGE_KEY, f"{low!r} {high!r}")
-    buffer = io.BytesIO()
-    Image.fromarray(levels).save(buffer, format="PNG", pnginfo=info,
-                                 compress_level=DEFAULT_PNG_COMPRESS_LEVEL)
-    return buffer.getvalue()
+    return encode_png(levels, DEFAULT_PNG_COMPRESS_LEVEL, text={HEATMAP_RANGE_KEY: f"{low!r} {high!r}"})
 
 
 def write_heatmap(root: Path, field: str, chain: str, sample_index: int, heatmap: np.ndarray) -> str:
