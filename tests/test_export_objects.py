@@ -199,6 +199,11 @@ def test_fiftyone_has_the_eval_fields_and_filters_without_evaluate_detections(tm
     dataset = fo.load_dataset(export.manifest["fiftyone"]["dataset"])
     fp_boxes = export.objects('kind == "pred" & match == "fp"').num_rows
     assert fp_boxes > 0
+    declared = fo.load_dataset(dataset.name).get_field_schema(flat=True)  # as a fresh load sees it
+    for label in ("ground_truth", "predictions"):
+        for attribute, kind in (("class_index", fo.IntField), ("eval", fo.StringField),
+                                ("eval_iou", fo.FloatField), ("eval_id", fo.StringField)):
+            assert isinstance(declared[f"{label}.detections.{attribute}"], kind), (label, attribute)
     assert dataset.filter_labels("predictions", F("eval") == "fp").count("predictions.detections") == fp_boxes
     assert dataset.count_values("ground_truth.detections.eval") == {
         k: v for k, v in export.objects('kind == "gt"').to_pandas()["match"].value_counts().items()}

@@ -427,19 +427,25 @@ def _declare_fields(fo: Any, dataset: Any, schema: pa.Schema, builder: _Document
         raise ValueError("table: holds both classification (target/prediction) and detection "
                          "(ground_truth_objects/predicted_objects) records; expected one task "
                          "per export")
+    from fiftyone.core.odm.utils import create_field
+
+    # Label attributes are declared inside their label's field, not as paths of their own:
+    # FiftyOne merges nested paths one level per save and reload (about 30 ms each).
     fields: dict[str, Any] = {}
     if builder.classification:
         for field in _CLASSIFICATION_LABELS:
-            fields[field] = fo.EmbeddedDocumentField(fo.Classification)
-            fields[f"{field}.class_index"] = fo.IntField()
+            fields[field] = create_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification,
+                                         fields=[create_field("class_index", fo.IntField)])
     if builder.detection:
+        attributes = [create_field("class_index", fo.IntField)]
+        if builder.evaluated:
+            attributes += [create_field("eval", fo.StringField), create_field("eval_iou", fo.FloatField),
+                           create_field("eval_id", fo.StringField)]
         for field in _DETECTION_LABELS.values():
-            fields[field] = fo.EmbeddedDocumentField(fo.Detections)
-            fields[f"{field}.detections.class_index"] = fo.IntField()
-            if builder.evaluated:
-                fields[f"{field}.detections.eval"] = fo.StringField()
-                fields[f"{field}.detections.eval_iou"] = fo.FloatField()
-                fields[f"{field}.detections.eval_id"] = fo.StringField()
+            detections = create_field("detections", fo.ListField, subfield=fo.EmbeddedDocumentField,
+                                      embedded_doc_type=fo.Detection, fields=attributes)
+            fields[field] = create_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections,
+                                         fields=[detections])
     for field in builder.heatmaps:
         fields[field] = fo.EmbeddedDocumentField(fo.Heatmap)
     for arrow_field in schema:

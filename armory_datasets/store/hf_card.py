@@ -97,7 +97,8 @@ def write_dataset_card(export_dir: str | Path, manifest: dict[str, Any]) -> None
     images = export_dir / "media" / "images"
     if not parts or not images.is_dir():
         return
-    table = ds.dataset([str(p) for p in parts], format="parquet").to_table()
+    dataset = ds.dataset([str(p) for p in parts], format="parquet")
+    table = dataset.to_table(columns=[c for c in ("image_path", *LABEL_COLUMNS) if c in dataset.schema.names])
     names = [c for c in LABEL_COLUMNS  # the task's label columns (the others are all null)
              if c in table.column_names and table.column(c).null_count < table.num_rows]
     prefix = "media/images/"
