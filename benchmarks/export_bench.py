@@ -69,8 +69,10 @@ def classification_batches(images: np.ndarray, total: int, batch_size: int = 32,
     for start in range(0, total, batch_size):
         indices = np.arange(start, min(start + batch_size, total))
         n = len(indices)
+        first = start % len(images)  # a view of ``images`` (no copy timed) unless the batch wraps
+        pixels = images[first:first + n] if first + n <= len(images) else images[indices % len(images)]
         yield ImageClassificationBatch(
-            Images(images[indices % len(images)], layout="HWC"), targets=rng.integers(0, CLASSES, n),
+            Images(pixels, layout="HWC"), targets=rng.integers(0, CLASSES, n),
             predictions=rng.normal(size=(n, CLASSES)).astype(np.float32),
             global_indices=indices, class_names=[f"c{k}" for k in range(CLASSES)])
 
