@@ -11,7 +11,7 @@ export only) in interleaved rounds, U then ours, on one torch thread:
   is first opened (``fiftyone=False``; the path of a copy on another machine).
 
 For 32 and 256 samples at 64x64 and 224x224 it prints each system's median ms per
-sample over the rounds, U/ours for both of our sinks, and the targets: 64x64 at least
+sample over the rounds, U/ours for both of our sinks (and each round's paired ratio), and the targets: 64x64 at least
 5x at 256 samples and 2x at 32; 224x224 at least 1.5x.
 
 Run from the project root after ``bash ../shared/peer/setup_peer.sh``:
@@ -56,7 +56,7 @@ def run_round(peer_python: str, batches: int, work: Path, round_index: int) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--peer-python", default=os.environ.get("PEER_PY", "/tmp/peer/venv/bin/python"))
     args = parser.parse_args()
     if not Path(args.peer_python).exists():
@@ -74,14 +74,17 @@ def main() -> None:
         for key in ("ic", "ic224"):
             u = statistics.median(peer[key])
             full, directory = statistics.median(ours[(key, "export")]), statistics.median(ours[(key, "nofo")])
-            rows.append((f"{LABELS[key]}, {16 * batches} samples", u, full, directory, TARGETS[(key, 16 * batches)]))
+            paired = [[a / b for a, b in zip(peer[key], ours[(key, sink)])] for sink in ("export", "nofo")]
+            rows.append((f"{LABELS[key]}, {16 * batches} samples", u, full, directory, TARGETS[(key, 16 * batches)],
+                         paired))
     print(f"one torch thread; median of {args.rounds} interleaved rounds; ms per sample (whole export / samples)")
     print(f"{'workload':<22} {'U (MLflow)':>10} {'ours':>8} {'U/ours':>7} {'ours, FiftyOne at first open':>29} "
-          f"{'U/ours':>7} {'target':>7}  met (ours / first open)")
-    for name, u, full, directory, target in rows:
+          f"{'U/ours':>7} {'target':>7}  met (ours / first open)  paired U/ours per round (ours / first open)")
+    for name, u, full, directory, target, paired in rows:
+        ranges = " / ".join(f"{min(r):.2f}-{max(r):.2f}x" for r in paired)
         print(f"{name:<22} {1000 * u:10.2f} {1000 * full:8.2f} {u / full:6.2f}x {1000 * directory:29.2f} "
-              f"{u / directory:6.2f}x {target:6.1f}x  {'yes' if u / full >= target else 'NO'} / "
-              f"{'yes' if u / directory >= target else 'NO'}")
+              f"{u / directory:6.2f}x {target:6.1f}x  {'yes' if u / full >= target else 'NO':>3} / "
+              f"{'yes' if u / directory >= target else 'NO':<3}              {ranges}")
     print(f"(logs and JSON under {work})")
 
 

@@ -4,9 +4,9 @@ Written by hand (about 20 lines over ``zlib``) because no library here encodes P
 this way: Pillow and libpng (OpenCV) try several filters on every row and search
 zlib matches, which is most of an export's cost per sample. Every row here gets the
 "Up" filter (a vectorised numpy subtraction) and the stream is deflated with
-``Z_RLE``: on scikit-learn's sample photographs the files are 5% smaller than
-Pillow's at ``compress_level=1`` and encode about 3x faster; on noise about 5x faster
-(``benchmarks/export_bench.py``). The output is a standard PNG (8-bit gray, RGB,
+``Z_RLE``: on scikit-learn's sample photographs the files are 3% smaller than
+Pillow's at ``compress_level=1`` and encode 2.6-3x faster (``benchmarks/export_bench.py``);
+on noise about 5x faster. The output is a standard PNG (8-bit gray, RGB,
 RGBA, or 16-bit gray with text chunks) that Pillow, browsers and the FiftyOne App
 decode; the same pixels always give the same bytes.
 
