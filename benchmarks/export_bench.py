@@ -15,7 +15,10 @@ Prints a table with each measurement, its target and whether it is met:
    documents), the marginal cost (T(2n) - T(n)) / n so that the fixed per-export cost
    (FiftyOne dataset, indexes) is printed apart, against PNG-encoding the sample's image
    alone in memory with the export's encoder at the same zlib level (1, the default).
-   Targets: <= 3x at 64x64, <= 1.3x at 224x224. Pillow's encoder (which exports used
+   Targets: <= 3x at 64x64, <= 1.3x at 224x224, judged on the process's CPU time (the
+   encoding alone is in-memory CPU work; the export's wall time also holds the kernel
+   writing hundreds of MB of PNGs back to a shared disk, and other tenants' work; mongod's
+   share of the FiftyOne insert is in neither), the wall-time ratio printed beside it. Pillow's encoder (which exports used
    before) is timed beside it, with the ratio of the two encoders' file sizes. Images
    are RGB crops of scikit-learn's bundled photographs (PNG cost depends on content;
    noise would flatter the ratio).
@@ -79,19 +82,25 @@ def classification_batches(images: np.ndarray, total: int, batch_size: int = 32,
 
 
 def export(export_dir: Path, images: np.ndarray, level: int, total: int | None = None) -> float:
-    """Seconds for a whole standalone export (every sample selected, FiftyOne included)."""
+    """Wall seconds for a whole standalone export (every sample selected, FiftyOne included)."""
+    return timed_export(export_dir, images, level, total)[0]
+
+
+def timed_export(export_dir: Path, images: np.ndarray, level: int,
+                 total: int | None = None) -> tuple[float, float]:
+    """(wall, CPU) seconds of :func:`export`'s work; CPU time is this process's own."""
     from armory_datasets.criteria import always
     from armory_datasets.export import ImageClassificationExporter
     from armory_datasets.store import ExportWriter
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with ExportWriter(export_dir, {"name": "bench"}, overwrite=True, png_compress_level=level) as writer:
         exporter = ImageClassificationExporter(criterion=always())
         exporter.setup(writer=writer)
         for i, batch in enumerate(classification_batches(images, total or len(images))):
             exporter.export(i, batch)
             writer.end_batch()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def encode_ours(image: np.ndarray) -> int:
@@ -124,23 +133,25 @@ def bench_per_sample_vs_png(root: Path, n: int, rounds: int) -> tuple[list[tuple
     for size, target in ((64, 3.0), (224, 1.3)):
         images = photo_crops(n, size)
         export(root / "warm-up", images[:64], 1)
-        png = pillow = short = long = float("inf")
+        png = pillow = float("inf")
+        short, long = [float("inf")] * 2, [float("inf")] * 2  # (wall, CPU)
         for _ in range(rounds):  # interleaved, so all of them see the same machine load
             png = min(png, png_alone(images, encode_ours))
             pillow = min(pillow, png_alone(images, encode_pillow))
-            short = min(short, export(root / f"short-{size}", images, 1, total=n))
-            long = min(long, export(root / f"long-{size}", images, 1, total=2 * n))
-        per_sample, png_per_sample = (long - short) / n, png / n
-        ratio = per_sample / png_per_sample
-        rows.append((f"export / PNG alone per {size}x{size} sample (marginal, FiftyOne on)",
-                     f"{1000 * per_sample:.3f} ms / {1000 * png_per_sample:.3f} ms = {ratio:.2f}x",
-                     f"<= {target}x", ratio <= target))
+            short = list(map(min, short, timed_export(root / f"short-{size}", images, 1, total=n)))
+            long = list(map(min, long, timed_export(root / f"long-{size}", images, 1, total=2 * n)))
+        wall, cpu = ((b - a) / n for a, b in zip(short, long))
+        png_per_sample = png / n
+        ratio = cpu / png_per_sample
+        rows.append((f"export / PNG alone per {size}x{size} sample (marginal, FiftyOne on; CPU; wall)",
+                     f"{1000 * cpu:.3f} ms / {1000 * png_per_sample:.3f} ms = {ratio:.2f}x; "
+                     f"{wall / png_per_sample:.2f}x", f"<= {target}x", ratio <= target))
         sizes = sum(encode_pillow(i) for i in images[:64]) / sum(encode_ours(i) for i in images[:64])
         rows.append((f"  Pillow's PNG (level 1) / ours per {size}x{size} photo: time; bytes",
                      f"{1000 * pillow / n:.3f} ms / {1000 * png_per_sample:.3f} ms = {pillow / png:.2f}x; "
                      f"{sizes:.2f}x", "", None))
-        rows.append((f"  fixed cost of one {size}x{size} export (T(n) - n x marginal)",
-                     f"{short - n * per_sample:.2f} s", "", None))
+        rows.append((f"  fixed cost of one {size}x{size} export (T(n) - n x marginal, wall)",
+                     f"{short[0] - n * wall:.2f} s", "", None))
     return rows, root / "short-224"
 
 
