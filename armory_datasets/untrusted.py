@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Container, Iterable
 from pathlib import Path, PurePosixPath
 
@@ -84,12 +86,12 @@ def inside_export(root: Path, relative: object, what: str, under: str = "media/"
         raise UnsafePathError(f"{what}: {relative!r} leaves the export directory; {expected}")
     if not PurePosixPath(relative).as_posix().startswith(under):
         raise UnsafePathError(f"{what}: {relative!r} is not under {under}; {expected}")
-    root = Path(root).resolve()
-    path = root.joinpath(*parts)
-    if not path.resolve().is_relative_to(root):
-        raise UnsafePathError(f"{what}: {relative!r} resolves to {path.resolve()}, outside the "
+    root_real = os.path.realpath(root)  # strings, not pathlib: this runs once per record and map
+    real = os.path.realpath(os.path.join(root_real, relative))
+    if not real.startswith(root_real.rstrip("/") + "/"):
+        raise UnsafePathError(f"{what}: {relative!r} resolves to {real}, outside the "
                               f"export directory (a symlink?); {expected}")
-    return path
+    return Path(root_real, relative)
 
 
 def heatmap_fields(names: Iterable[str], vocabulary: Container[str] = ()) -> list[str]:

@@ -159,7 +159,7 @@ def is_part_name(name: str) -> bool:
         >>> is_part_name("../part-00001.parquet")
         False
     """
-    pattern = _validator().schema["properties"]["table"]["properties"]["parts"]["items"]["pattern"]
+    pattern = _validator(MANIFEST_VERSION).schema["properties"]["table"]["properties"]["parts"]["items"]["pattern"]
     return re.fullmatch(pattern, name) is not None
 
 

@@ -77,7 +77,7 @@ def _digest(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()[:_DIGEST_CHARS]
 
 
-def write_png(path: Path, image_hwc: np.ndarray, compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL) -> None:
+def write_png(path: str | Path, image_hwc: np.ndarray, compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL) -> None:
     """Write an (H, W, C) uint8 image (C in 1, 3, 4) as a lossless PNG, atomically.
 
     Example:
@@ -87,10 +87,7 @@ def write_png(path: Path, image_hwc: np.ndarray, compress_level: int = DEFAULT_P
     if image_hwc.dtype != np.uint8 or image_hwc.ndim != 3 or image_hwc.shape[2] not in _CHANNELS:
         raise ValueError(f"image: got {image_hwc.dtype} array of shape {image_hwc.shape}; "
                          f"expected (H, W, C) uint8 with C in 1, 3, 4")
-    content = encode_png(image_hwc, compress_level)
-    tmp = _tmp_path(path)
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
+    _write_atomic(path, encode_png(image_hwc, compress_level))
 
 
 def encode_heatmap(heatmap: np.ndarray) -> bytes:
@@ -121,10 +118,7 @@ def write_heatmap(root: Path, field: str, chain: str, sample_index: int, heatmap
     """
     content = encode_heatmap(heatmap)
     relpath = heatmap_relpath(field, chain, sample_index, content)
-    path = Path(root) / relpath
-    tmp = _tmp_path(path)
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
+    _write_atomic(Path(root) / relpath, content)
     return relpath
 
 
@@ -198,19 +192,26 @@ def legacy_heatmap_png(root: Path, relpath: str, cache: Path) -> Path:
         if path.is_file() and path.read_bytes() == content:
             return path
         try:
-            tmp = _tmp_path(path)
-            tmp.write_bytes(content)
-            os.replace(tmp, path)
+            _write_atomic(path, content)
             return path
         except PermissionError:
             continue
     raise PermissionError(f"{relpath}: cannot write its PNG beside it nor under {cache}")
 
 
-def _tmp_path(path: Path) -> Path:
-    """``{name}.{pid}.tmp``: writers sharing a directory never write one temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
+def _write_atomic(path: str | Path, content: bytes) -> None:
+    """Write ``{path}.{pid}.tmp`` (writers sharing a directory never share one), then rename
+    it to ``path``; the folder is made only when missing (a stat per file saved)."""
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}{TMP_SUFFIX}"
+    try:
+        file = open(tmp, "wb")
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        file = open(tmp, "wb")
+    with file:
+        file.write(content)
+    os.replace(tmp, path)
 
 
 def remove_tmp_files(root: Path) -> int:

@@ -41,7 +41,7 @@ class MediaWriter:
         for relpath, index, image in zip(paths, indices.tolist(), images):
             if (chain, index) not in self._imaged:
                 self.prepare()
-                media.write_png(self.export_dir / relpath, image, self.png_compress_level)
+                media.write_png(f"{self.export_dir}/{relpath}", image, self.png_compress_level)
                 self._imaged.add((chain, index))
         n = len(indices)
         return {
