@@ -1,6 +1,6 @@
 """PNG encoding of export media: one fixed row filter and zlib's run-length strategy.
 
-Written by hand (about 20 lines over ``zlib``) because no library here encodes PNGs
+Written by hand (about 30 lines over ``zlib``) because no library here encodes PNGs
 this way: Pillow and libpng (OpenCV) try several filters on every row and search
 zlib matches, which is most of an export's cost per sample. Every row here gets the
 "Up" filter (a vectorised numpy subtraction) and the stream is deflated with
