@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import os
-
 from collections.abc import Container, Iterable
 from pathlib import Path, PurePosixPath
 
