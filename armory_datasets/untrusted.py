@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Container, Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 __all__ = ["DamagedExportError", "UnsafePathError", "damaged", "heatmap_fields", "inside_export"]
 
@@ -76,21 +76,46 @@ def inside_export(root: Path, relative: object, what: str, under: str = "media/"
         ...
         armory_datasets.untrusted.UnsafePathError: record 'a/1' x_path: 'media/heatmaps/../..' leaves the export directory; expected a relative path inside it, under media/
     """
-    expected = f"expected a relative path inside it, under {under}"
-    if not isinstance(relative, str) or not relative:
-        raise UnsafePathError(f"{what}: got {relative!r}; {expected}")
-    parts = relative.split("/")
-    if ("\\" in relative or "\x00" in relative or relative.startswith("/")
-            or any(p in ("", ".", "..") for p in parts)):
-        raise UnsafePathError(f"{what}: {relative!r} leaves the export directory; {expected}")
-    if not PurePosixPath(relative).as_posix().startswith(under):
-        raise UnsafePathError(f"{what}: {relative!r} is not under {under}; {expected}")
-    root_real = os.path.realpath(root)  # strings, not pathlib: this runs once per record and map
-    real = os.path.realpath(os.path.join(root_real, relative))
-    if not real.startswith(root_real.rstrip("/") + "/"):
-        raise UnsafePathError(f"{what}: {relative!r} resolves to {real}, outside the "
-                              f"export directory (a symlink?); {expected}")
-    return Path(root_real, relative)
+    return Path(Confinement(root)(relative, what, under))
+
+
+class Confinement:
+    """:func:`inside_export` for the many paths of one export, as strings: each folder is
+    resolved once, then a path costs one ``lstat`` (is its file a symlink?), not one per
+    folder on the way down from ``/``.
+
+    Example:
+        >>> confine = Confinement(Path("/e"))
+        >>> confine("media/images/benign/00000000.png", "record 'benign/0' image_path")
+        '/e/media/images/benign/00000000.png'
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = os.path.realpath(root)  # strings, not pathlib: this runs once per record and map
+        self._inside = self.root.rstrip("/") + "/"
+        self._folders: dict[str, str] = {}
+
+    def __call__(self, relative: object, what: str, under: str = "media/") -> str:
+        expected = f"expected a relative path inside it, under {under}"
+        if not isinstance(relative, str) or not relative:
+            raise UnsafePathError(f"{what}: got {relative!r}; {expected}")
+        parts = relative.split("/")
+        if ("\\" in relative or "\x00" in relative or relative.startswith("/")
+                or any(p in ("", ".", "..") for p in parts)):
+            raise UnsafePathError(f"{what}: {relative!r} leaves the export directory; {expected}")
+        if not relative.startswith(under):
+            raise UnsafePathError(f"{what}: {relative!r} is not under {under}; {expected}")
+        folder, _, name = relative.rpartition("/")
+        real_folder = self._folders.get(folder)
+        if real_folder is None:
+            real_folder = self._folders[folder] = os.path.realpath(os.path.join(self.root, folder))
+        real = os.path.join(real_folder, name)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+        if not real.startswith(self._inside):
+            raise UnsafePathError(f"{what}: {relative!r} resolves to {real}, outside the "
+                                  f"export directory (a symlink?); {expected}")
+        return os.path.join(self.root, relative)
 
 
 def heatmap_fields(names: Iterable[str], vocabulary: Container[str] = ()) -> list[str]:

@@ -72,10 +72,11 @@ STEPDOWN_DURING_INGESTION = """
     import json, sys
     import pymongo
     import armory_datasets.store.fiftyone_import as fi
+    from armory_datasets.store.fiftyone_samples import SampleDocuments
 
     export_dir, uri = sys.argv[1:3]
     fi.INSERT_BATCH = 64  # many insert_many calls, so the stepdown falls between two
-    documents = fi._DocumentBuilder.documents
+    documents = SampleDocuments.documents
     before = []
 
     def stepping_down(self):
@@ -86,7 +87,7 @@ STEPDOWN_DURING_INGESTION = """
                 client.admin.command("replSetStepDown", 60, secondaryCatchUpPeriodSecs=10)
             yield doc
 
-    fi._DocumentBuilder.documents = stepping_down
+    SampleDocuments.documents = stepping_down
     dataset = fi.export_fiftyone_dataset(export_dir)
     keys = dataset.values("record_key")
     after = pymongo.MongoClient(uri).admin.command("hello")["primary"]

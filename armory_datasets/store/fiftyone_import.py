@@ -25,13 +25,14 @@ A grouped dataset (one slice per chain) was tried: ingestion was as easy, but ev
 ``dataset.match(criterion.to_fiftyone())`` would silently select benign samples only,
 and groups without a sample in the default slice are hidden from the default grid.
 
-Samples are written in bulk as FiftyOne's own importer does (raw documents through
-``fiftyone.core.odm.insert_documents``), not one ``add_sample`` at a time, because no
-public FiftyOne API inserts prepared documents; this needs three private names,
-``dataset._sample_collection``, ``dataset._doc`` (its id, and its info, app_config,
-description and default_classes, set together and saved once where each public setter
-saves) and ``fiftyone.core.odm.sample._generate_rand`` (pinned by fiftyone<1.23). The schema is declared with the public
-``add_dynamic_sample_fields``. ``record_key`` gets a unique index.
+Samples are written in bulk as FiftyOne's own importer does (raw documents, see
+``fiftyone_samples``, through ``fiftyone.core.odm.insert_documents``), and the dataset's
+own documents in two round trips (``fiftyone_dataset``), not through ``fo.Dataset`` and
+its setters, which save and reload after each change. This relies on FiftyOne's
+document format (pinned by fiftyone<1.23) and three private names:
+``fiftyone.core.odm.sample._generate_rand``, ``SampleFieldDocument._set_created_at`` and
+``ViewStage._serialize``; the tests compare the result with what FiftyOne's API builds.
+``record_key`` gets a unique index.
 
 Ownership: a dataset belongs to the export directory whose export id and absolute path
 its ``info`` records (written first, so a dataset left half-built by a crash is still
@@ -54,27 +55,29 @@ import hashlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from armory_datasets.records.names import RESERVED_FIELDS
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store import media
+from armory_datasets.store.fiftyone_dataset import (
+    SampleCollection,
+    declare_dataset,
+    default_fields,
+    insert_dataset,
+    new_sample_collection,
+)
+from armory_datasets.store.fiftyone_samples import CLASSIFICATION_LABELS, DETECTION_LABELS, SampleDocuments
 from armory_datasets.store.manifest import default_dataset_name, read_manifest
-from armory_datasets.untrusted import heatmap_fields, inside_export
 
 BY_SAMPLE_VIEW = "by_sample"
 INSERT_BATCH = 2048
-_CLASSIFICATION_LABELS = ("ground_truth", "prediction")
-_DETECTION_LABELS = {"ground_truth_objects": "ground_truth", "predicted_objects": "predictions"}
-_HEATMAP_PREFIX = "media/heatmaps/"
 LOCKS_COLLECTION = "armory_datasets_locks"
 LEASE_S = 60.0
 _KEYS = ("record_key", "chain", "sample_index")  # declared even when no record has them (empty export)
@@ -197,13 +200,55 @@ def dataset_lock(name: str, lease_s: float = LEASE_S) -> Iterator[None]:
         locks.delete_one({"_id": name, "token": token})
 
 
-def export_fiftyone_dataset(export_dir: str | Path, rebuild: bool = False,
-                            expected_count: int | None = None) -> Any:
-    """The dataset ``export_dir`` owns: loaded if it is up to date, else (re)built.
+def fiftyone_dataset_name(export_dir: str | Path, rebuild: bool = False,
+                          expected_count: int | None = None,
+                          manifest: dict[str, Any] | None = None,
+                          collection: SampleCollection | None = None) -> str:
+    """The name of the dataset ``export_dir`` owns, (re)built unless it is up to date.
 
     Up to date means built from this export id and directory with ``expected_count``
     samples (when given). ``rebuild=True`` always builds. Runs under
-    :func:`dataset_lock`, so concurrent callers build once and the others load it.
+    :func:`dataset_lock`, so concurrent callers build once and the others find it.
+    ``manifest``: the directory's manifest, when the caller has just written it;
+    ``collection``: a sample collection the caller started (:func:`export_collection`).
+
+    Example:
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> fiftyone_dataset_name(tiny_export())
+        'tiny-...'
+    """
+    from armory_datasets.database import import_fiftyone
+
+    export_dir = Path(export_dir).resolve()
+    manifest = manifest if manifest is not None else _manifest_of(export_dir)
+    fo = import_fiftyone()
+    base = manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
+    with dataset_lock(base):
+        name = own_dataset_name(fo, export_dir, manifest)
+        if not rebuild and fo.dataset_exists(name):
+            if expected_count is None or fo.load_dataset(name).count() == expected_count:
+                return name
+        return _build_logged(export_dir, manifest, name, overwrite=True, collection=collection)
+
+
+def export_collection() -> AbstractContextManager[SampleCollection]:
+    """Start making the sample collection of an export's dataset, with its indexes
+    (``record_key`` unique, ``sample_index``), while the caller finishes the directory.
+
+    Example:
+        >>> with export_collection() as collection:
+        ...     sorted(collection.indexes.result())[-2:]
+        ['record_key_1', 'sample_index_1']
+    """
+    from pymongo import IndexModel
+
+    return new_sample_collection((IndexModel("record_key", unique=True), IndexModel("sample_index")))
+
+
+def export_fiftyone_dataset(export_dir: str | Path, rebuild: bool = False,
+                            expected_count: int | None = None) -> Any:
+    """The dataset ``export_dir`` owns: loaded if it is up to date, else (re)built
+    (:func:`fiftyone_dataset_name`).
 
     Example:
         >>> from armory_datasets.demo.tiny import tiny_export
@@ -212,19 +257,7 @@ def export_fiftyone_dataset(export_dir: str | Path, rebuild: bool = False,
     """
     from armory_datasets.database import import_fiftyone
 
-    export_dir = Path(export_dir).resolve()
-    manifest = read_manifest(export_dir)
-    if manifest is None:
-        raise FileNotFoundError(f"{export_dir}: no manifest.json; expected an export directory")
-    fo = import_fiftyone()
-    base = manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
-    with dataset_lock(base):
-        name = own_dataset_name(fo, export_dir, manifest)
-        if not rebuild and fo.dataset_exists(name):
-            dataset = fo.load_dataset(name)
-            if expected_count is None or dataset.count() == expected_count:
-                return dataset
-        return build_fiftyone_dataset(export_dir, name=name, overwrite=True)
+    return import_fiftyone().load_dataset(fiftyone_dataset_name(export_dir, rebuild, expected_count))
 
 
 def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, overwrite: bool = False) -> Any:
@@ -239,24 +272,39 @@ def build_fiftyone_dataset(export_dir: str | Path, name: str | None = None, over
         >>> build_fiftyone_dataset(tiny_export(), name="tiny-copy", overwrite=True).count()
         16
     """
-    from armory_datasets.database import database_errors
+    from armory_datasets.database import import_fiftyone
 
     export_dir = Path(export_dir).resolve()
+    manifest = _manifest_of(export_dir)
+    name = name or manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
+    return import_fiftyone().load_dataset(_build_logged(export_dir, manifest, name, overwrite))
+
+
+def _manifest_of(export_dir: Path) -> dict[str, Any]:
     manifest = read_manifest(export_dir)
     if manifest is None:
         raise FileNotFoundError(f"{export_dir}: no manifest.json; expected an export directory")
-    name = name or manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
+    return manifest
+
+
+def _build_logged(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: bool,
+                  collection: SampleCollection | None = None) -> str:
+    from armory_datasets.database import database_errors
+
     with database_errors(f"building FiftyOne dataset {name!r} from {export_dir}"):
-        return _build(export_dir, manifest, name, overwrite)
+        if collection is not None:
+            return _build(export_dir, manifest, name, overwrite, collection)
+        with export_collection() as collection:
+            return _build(export_dir, manifest, name, overwrite, collection)
 
 
-def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: bool) -> Any:
+def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: bool,
+           collection: SampleCollection) -> str:
     from armory_datasets.database import import_fiftyone
 
     fo = import_fiftyone()
     import fiftyone.core.odm as foo
     import fiftyone.core.utils as fou
-    from pymongo import IndexModel
 
     if fo.dataset_exists(name):
         existing = fo.load_dataset(name)
@@ -268,172 +316,41 @@ def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: boo
         if not overwrite:
             raise FileExistsError(f"FiftyOne dataset {name!r} exists; pass overwrite=True to rebuild it")
         fo.delete_dataset(name)
-    dataset = fo.Dataset(name, persistent=True)
-    # Each of FiftyOne's dataset setters saves the document: set them on it, save once.
-    dataset._doc.info = {"export_dir": str(export_dir), "export_id": manifest["export_id"],
-                         "evaluation": manifest["evaluation"]}
-    dataset.media_type = "image"  # saves the info with it: ownership holds before any sample
     from armory_datasets.reading import listed_parts, part_schema  # reading imports store
 
     parts = listed_parts(export_dir, manifest)
     schema = pa.unify_schemas([part_schema(p, export_dir) for p in parts]) if parts else pa.schema([])
-    builder = _DocumentBuilder(export_dir, schema, manifest["class_names"], dataset._doc.id, parts,
-                               media.legacy_heatmap_cache(manifest["export_id"]))
+    # The info first: a dataset a crash leaves half-built is still known as this export's.
+    new = insert_dataset(name, {"export_dir": str(export_dir), "export_id": manifest["export_id"],
+                                "evaluation": manifest["evaluation"]}, collection)
+    builder = SampleDocuments(export_dir, schema, manifest["class_names"], new.id, parts,
+                              media.legacy_heatmap_cache(manifest["export_id"]))
+    documents = builder.documents()
+    first = list(islice(documents, INSERT_BATCH))  # built while the database makes the indexes
+    collection.indexes.result()
     # Fixed-size batches keep memory flat (FiftyOne's default batcher grows them to 100k).
-    foo.insert_documents(builder.documents(), dataset._sample_collection, progress=False,
-                         batcher=partial(fou.StaticBatcher, batch_size=INSERT_BATCH))
-    _declare_fields(fo, dataset, schema, builder)
-    # Both indexes in one round trip; FiftyOne lists a collection's indexes from MongoDB.
-    dataset._sample_collection.create_indexes([IndexModel("record_key", unique=True),
-                                               IndexModel("sample_index")])
-    dataset._doc.app_config = app_config(fo, dataset, schema, list(builder.heatmaps))
-    dataset._doc.description = manifest["evaluation"]["description"]
-    if manifest["class_names"] is not None:
-        dataset._doc.default_classes = manifest["class_names"]
-    dataset.save()
-    dataset.save_view(BY_SAMPLE_VIEW, dataset.group_by("sample_index", order_by="chain"))
-    return dataset
+    foo.insert_documents(chain(first, documents), foo.get_db_conn()[collection.name],
+                         progress=False, batcher=partial(fou.StaticBatcher, batch_size=INSERT_BATCH))
+    fields = _fields(fo, schema, builder)
+    heatmaps = list(builder.heatmaps)
+    declare_dataset(new, fields, app_config(fo, {**default_fields(public=True), **fields}, schema, heatmaps),
+                    {BY_SAMPLE_VIEW: [fo.GroupBy("sample_index", order_by="chain")]},
+                    description=manifest["evaluation"]["description"],
+                    default_classes=manifest["class_names"])
+    return name
 
 
-class _DocumentBuilder:
-    """Turns table rows into FiftyOne sample documents, noting which label kinds it made."""
-
-    def __init__(self, export_dir: Path, schema: pa.Schema, class_names: list[str] | None,
-                 dataset_id: Any, parts: list[Path], cache_dir: Path) -> None:
-        self.export_dir = export_dir
-        self.parts = parts
-        self.cache_dir = cache_dir
-        self.schema = schema
-        self.class_names = class_names
-        self.dataset_id = dataset_id
-        self.classification = False
-        self.detection = False
-        self.evaluated = False
-        self.seen: set[str] = set()
-        from bson import ObjectId  # pymongo's; imported here, on the FiftyOne path only
-
-        self.object_id = ObjectId
-        # A heatmap field has the saliency columns ({field}_path, _min, _max): a metadata
-        # column such as `source_path` alone never becomes a media field by its name.
-        self.heatmaps = {field: f"{field}_path" for field in heatmap_fields(schema.names, VOCABULARY)
-                         if field not in RESERVED_FIELDS}
-
-    def documents(self) -> Iterator[dict[str, Any]]:
-        from fiftyone.core.odm.sample import _generate_rand  # FiftyOne's own `_rand` values
-
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
-        setters = [(name, self._setter(name)) for name in self.schema.names]
-        seen = self.seen
-        for path in self.parts:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=2048):
-                columns = batch.to_pydict()
-                for i in range(batch.num_rows):
-                    doc: dict[str, Any] = {
-                        "tags": [], "created_at": now, "last_modified_at": now,
-                        "_dataset_id": self.dataset_id, "_media_type": "image",
-                        "_rand": _generate_rand(),
-                        "metadata": {"_cls": "ImageMetadata", "mime_type": "image/png"},
-                    }
-                    for name, setter in setters:
-                        value = columns[name][i] if name in columns else None
-                        if value is not None:
-                            setter(doc, value)
-                            seen.add(name)
-                    self._finish(doc, columns, i)
-                    yield doc
-
-    def _setter(self, column: str) -> Callable[[dict[str, Any], Any], None]:
-        path = VOCABULARY.fiftyone_path(column)
-        top, _, rest = path.partition(".")
-        if column == "image_path":
-            def set_filepath(doc: dict[str, Any], value: Any) -> None:
-                where = f"record {doc.get('record_key')!r} image_path"
-                doc[path] = str(inside_export(self.export_dir, value, where, "media/images/"))
-            return set_filepath
-        if not rest:
-            return lambda doc, value: doc.__setitem__(top, value)
-        if top == "metadata":
-            return lambda doc, value: doc["metadata"].__setitem__(rest, value)
-        return lambda doc, value: _label(doc, top, self).__setitem__(rest, value)
-
-    def _detection(self, obj: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-        width, height = doc["metadata"]["width"], doc["metadata"]["height"]
-        x0, y0, x1, y1 = obj["x_min"], obj["y_min"], obj["x_max"], obj["y_max"]
-        detection = {
-            "_id": self.object_id(), "_cls": "Detection", "tags": [], "attributes": {},
-            "label": self._class_name(obj["label"]), "class_index": obj["label"],
-            "bounding_box": [x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height],
-            "confidence": obj["score"],
-        }
-        if obj.get("match") is not None:  # FiftyOne's evaluate_detections names (eval key "eval")
-            detection["eval"] = obj["match"]
-            detection["eval_iou"] = obj.get("iou")
-            self.evaluated = True
-        return detection
-
-    def _class_name(self, index: int) -> str:
-        names = self.class_names
-        return names[index] if names is not None and 0 <= index < len(names) else str(index)
-
-    def _finish(self, doc: dict[str, Any], columns: dict[str, list[Any]], i: int) -> None:
-        made: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
-        for column, field in _DETECTION_LABELS.items():
-            objects = doc.get(column)
-            if objects is not None:
-                made[column] = (objects, [self._detection(o, doc) for o in objects])
-                doc[field] = {"_cls": "Detections", "detections": made[column][1]}
-                self.detection = True
-        for column, other in (("ground_truth_objects", "predicted_objects"),
-                              ("predicted_objects", "ground_truth_objects")):
-            if column in made and other in made:  # eval_id: the matched detection's id, as FiftyOne
-                partners = made[other][1]
-                for obj, detection in zip(*made[column]):
-                    j = obj.get("matched_index")
-                    if j is not None and 0 <= j < len(partners):
-                        detection["eval_id"] = str(partners[j]["_id"])
-        for field in _CLASSIFICATION_LABELS:
-            label = doc.get(field)
-            if label is not None and label.get("class_index") is not None:
-                label["label"] = self._class_name(label["class_index"])
-        for field, column in self.heatmaps.items():
-            path = columns[column][i]
-            if path is not None:
-                map_path = inside_export(self.export_dir, path, f"record {doc.get('record_key')!r} "
-                                         f"{column}", f"{_HEATMAP_PREFIX}{field}/")
-                doc[field] = {"_id": self.object_id(), "_cls": "Heatmap", "tags": [],
-                              "map_path": str(self._app_map(map_path)),
-                              "range": [0, media.HEATMAP_LEVELS]}
-
-    def _app_map(self, path: Path) -> Path:
-        """The PNG the App draws for a record's (confined) map; an older export's TIFF gets one beside it."""
-        if path.suffix not in (".tif", ".tiff"):
-            return path
-        return media.legacy_heatmap_png(self.export_dir, path.relative_to(self.export_dir).as_posix(),
-                                        self.cache_dir)
-
-
-def _label(doc: dict[str, Any], field: str, builder: _DocumentBuilder) -> dict[str, Any]:
-    """The record's Classification at ``field``, created on first use."""
-    label = doc.get(field)
-    if label is None:
-        label = doc[field] = {"_id": builder.object_id(), "_cls": "Classification", "tags": []}
-        builder.classification = True
-    return label
-
-
-def _declare_fields(fo: Any, dataset: Any, schema: pa.Schema, builder: _DocumentBuilder) -> None:
-    """Declare the inserted documents' fields in one schema merge (public API, few reloads)."""
+def _fields(fo: Any, schema: pa.Schema, builder: SampleDocuments) -> dict[str, Any]:
+    """The FiftyOne fields of the inserted documents, label attributes nested in their labels."""
     if builder.classification and builder.detection:
         raise ValueError("table: holds both classification (target/prediction) and detection "
                          "(ground_truth_objects/predicted_objects) records; expected one task "
                          "per export")
     from fiftyone.core.odm.utils import create_field
 
-    # Label attributes are declared inside their label's field, not as paths of their own:
-    # FiftyOne merges nested paths one level per save and reload (about 30 ms each).
     fields: dict[str, Any] = {}
     if builder.classification:
-        for field in _CLASSIFICATION_LABELS:
+        for field in CLASSIFICATION_LABELS:
             fields[field] = create_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification,
                                          fields=[create_field("class_index", fo.IntField)])
     if builder.detection:
@@ -441,20 +358,20 @@ def _declare_fields(fo: Any, dataset: Any, schema: pa.Schema, builder: _Document
         if builder.evaluated:
             attributes += [create_field("eval", fo.StringField), create_field("eval_iou", fo.FloatField),
                            create_field("eval_id", fo.StringField)]
-        for field in _DETECTION_LABELS.values():
+        for field in DETECTION_LABELS.values():
             detections = create_field("detections", fo.ListField, subfield=fo.EmbeddedDocumentField,
                                       embedded_doc_type=fo.Detection, fields=attributes)
             fields[field] = create_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections,
                                          fields=[detections])
     for field in builder.heatmaps:
-        fields[field] = fo.EmbeddedDocumentField(fo.Heatmap)
+        fields[field] = create_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Heatmap)
     for arrow_field in schema:
         path = VOCABULARY.fiftyone_path(arrow_field.name)
         if "." in path or path == "filepath" or (arrow_field.name not in builder.seen
                                                  and arrow_field.name not in _KEYS):
             continue  # label attributes, built-ins, and columns without a value
         fields[path] = _field(fo, arrow_field.type)
-    dataset.add_dynamic_sample_fields(fields=fields)
+    return fields
 
 
 def _field(fo: Any, arrow_type: pa.DataType) -> Any:
@@ -472,23 +389,27 @@ def _field(fo: Any, arrow_type: pa.DataType) -> Any:
     return fo.DictField()
 
 
-def app_config(fo: Any, dataset: Any, schema: pa.Schema, heatmaps: list[str]) -> Any:
+def app_config(fo: Any, fields: dict[str, Any], schema: pa.Schema, heatmaps: list[str]) -> Any:
     """The App settings of an export's dataset: sidebar groups, ticked fields, colours.
 
+    ``fields``: the dataset's schema (name to FiftyOne field, without private fields).
     Groups ``labels`` (ticked), ``heatmaps`` (ticked), ``metrics`` (numeric and boolean
     columns) and ``keys`` (which record it is) come first; FiftyOne's default groups
     keep every other field.
 
     Example:
-        >>> [g.name for g in build_fiftyone_dataset("exports/run1").app_config.sidebar_groups][:5]  # doctest: +SKIP
-        ['tags', 'labels', 'heatmaps', 'metrics', 'keys']
+        >>> import fiftyone as fo
+        >>> config = app_config(fo, {"tags": fo.ListField(fo.StringField()), "correct": fo.BooleanField()},
+        ...                     pa.schema([("correct", pa.bool_())]), [])
+        >>> [(g.name, g.paths) for g in config.sidebar_groups][:5]
+        [('tags', ['tags', '_label_tags']), ('labels', []), ('heatmaps', []), ('metrics', ['correct']), ('keys', [])]
     """
-    labels = [name for name, field in dataset.get_field_schema(embedded_doc_type=fo.Label).items()
-              if name not in heatmaps]
+    labels = [name for name, field in fields.items() if name not in heatmaps
+              and isinstance(field, fo.EmbeddedDocumentField) and issubclass(field.document_type, fo.Label)]
     keys, metrics = [], []
     for arrow_field in schema:
         path = VOCABULARY.fiftyone_path(arrow_field.name)
-        if "." in path or path == "filepath" or not dataset.has_field(path) or path in labels:
+        if "." in path or path == "filepath" or path not in fields or path in labels:
             continue
         column = VOCABULARY.columns.get(arrow_field.name)
         if (column is not None and column.kind in _KEY_KINDS) or arrow_field.name.endswith("_path"):
@@ -497,7 +418,7 @@ def app_config(fo: Any, dataset: Any, schema: pa.Schema, heatmaps: list[str]) ->
             metrics.append(path)
     taken = set(labels + heatmaps + metrics + keys)
     defaults = {group.name: [p for p in group.paths if p not in taken]
-                for group in fo.DatasetAppConfig.default_sidebar_groups(dataset)}
+                for group in fo.DatasetAppConfig.default_sidebar_groups(_Schema(fields))}
     groups = [("tags", defaults.pop("tags", [])), ("labels", labels),
               ("heatmaps", heatmaps), ("metrics", metrics), ("keys", keys),
               *((name, paths) for name, paths in defaults.items() if paths)]
@@ -510,6 +431,20 @@ def app_config(fo: Any, dataset: Any, schema: pa.Schema, heatmaps: list[str]) ->
             default_colorscale={"name": APP_COLORSCALE, "list": None},
             colorscales=[{"path": field, "name": APP_COLORSCALE} for field in heatmaps]),
     )
+
+
+class _Schema:
+    """What ``DatasetAppConfig.default_sidebar_groups`` reads of a sample collection, for a
+    dataset whose schema is declared but not loaded (loading it costs a round trip)."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def get_field_schema(self) -> dict[str, Any]:
+        return self.fields
+
+    def _has_frame_fields(self) -> bool:
+        return False
 
 
 def _numeric(arrow_type: pa.DataType) -> bool:

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +28,48 @@ __all__ = ["TABLE_DIR", "finalize_export"]
 TABLE_DIR = "table"
 
 
-def finalize_export(export_dir: str | Path,
-                    old_export: dict[str, Any] | None = None) -> tuple[dict[str, Any], str | None]:
+def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = None,
+                    manifest: dict[str, Any] | None = None) -> tuple[dict[str, Any], str | None]:
     """Conform parts, count, build FiftyOne, mark complete; return the manifest and the
     FiftyOne dataset's name (None without FiftyOne; a copy's own name when another
     directory owns the manifest's).
 
     ``old_export``: the manifest of an export this one replaced (its datasets are deleted
-    after the build, never another copy's).
+    after the build, never another copy's); ``manifest``: the directory's, when its
+    writer holds it (else it is read). The manifest is written once, complete: an
+    export whose build fails keeps the manifest its writer left, and resumes.
     """
     export_dir = Path(export_dir)
-    manifest = read_manifest(export_dir)
+    manifest = manifest if manifest is not None else read_manifest(export_dir)
     if manifest is None:
         raise FileNotFoundError(f"{export_dir}: no manifest.json; expected an export directory")
+    with ExitStack() as stack:
+        collection = None
+        if manifest["fiftyone"]["dataset"]:  # the database makes it while the directory is finished
+            from armory_datasets.store.fiftyone_import import export_collection
+
+            collection = stack.enter_context(export_collection())
+        _finish_directory(export_dir, manifest)
+        dataset_name = None
+        if collection is not None:
+            from armory_datasets.store.fiftyone_import import (
+                BY_SAMPLE_VIEW,
+                delete_owned_datasets,
+                fiftyone_dataset_name,
+            )
+
+            dataset_name = fiftyone_dataset_name(export_dir, rebuild=True, manifest=manifest,
+                                                 collection=collection)
+            manifest["fiftyone"]["saved_views"] = [BY_SAMPLE_VIEW]
+            if old_export is not None and old_export["fiftyone"]["dataset"]:
+                delete_owned_datasets(export_dir, old_export)
+    manifest["status"] = "complete"
+    write_manifest(export_dir, manifest)
+    return manifest, dataset_name
+
+
+def _finish_directory(export_dir: Path, manifest: dict[str, Any]) -> None:
+    """Conform the parts, count, derive the objects table and card, into ``manifest``."""
     table_dir = export_dir / TABLE_DIR
     conform_parts(table_dir)
     schema = unified_schema(table_dir)
@@ -55,16 +85,3 @@ def finalize_export(export_dir: str | Path,
         manifest["objects"]["parts"] = write_objects(export_dir, part_paths(table_dir),
                                                      manifest["class_names"])
     write_dataset_card(export_dir, manifest)
-    write_manifest(export_dir, manifest)
-    dataset_name = None
-    if manifest["fiftyone"]["dataset"]:
-        from armory_datasets.store.fiftyone_import import delete_owned_datasets, export_fiftyone_dataset
-
-        dataset = export_fiftyone_dataset(export_dir, rebuild=True)
-        dataset_name = dataset.name
-        manifest["fiftyone"]["saved_views"] = list(dataset.list_saved_views())
-        if old_export is not None and old_export["fiftyone"]["dataset"]:
-            delete_owned_datasets(export_dir, old_export)
-    manifest["status"] = "complete"
-    write_manifest(export_dir, manifest)
-    return manifest, dataset_name

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,23 @@ def _label_names(labels: pa.Array, class_names: list[str] | None) -> pa.Array:
     return pc.if_else(pa.array(known), names, pa.scalar(None, pa.string()))
 
 
+def _all_null(metadata: pq.FileMetaData, columns: Iterable[str]) -> bool:
+    """Whether the footer says ``columns`` hold no box (a classification export's box
+    columns), so that the part need not be read: each row has one leaf entry, and it is
+    null (a null or empty list); a row with a box would add a value. Unknown counts say no."""
+    wanted = set(columns)
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for i in range(row_group.num_columns):
+            column = row_group.column(i)
+            if column.path_in_schema.split(".")[0] in wanted:
+                stats = column.statistics
+                if (stats is None or not stats.has_null_count
+                        or not stats.null_count == column.num_values == row_group.num_rows):
+                    return False
+    return True
+
+
 def write_objects(export_dir: Path, parts: list[Path], class_names: list[str] | None) -> list[str]:
     """Write ``objects/{part.name}`` for each table part with boxes; return their names.
 
@@ -95,9 +113,10 @@ def write_objects(export_dir: Path, parts: list[Path], class_names: list[str] | 
     folder = Path(export_dir) / OBJECTS_DIR
     written = []
     for part in parts:
-        present = set(pq.read_schema(part).names)
+        metadata = pq.read_metadata(part)
+        present = set(metadata.schema.to_arrow_schema().names)
         wanted = [c for c in (*_KEYS, *OBJECT_COLUMNS) if c in present]
-        if not present & OBJECT_COLUMNS.keys():
+        if not present & OBJECT_COLUMNS.keys() or _all_null(metadata, OBJECT_COLUMNS):
             continue
         objects = objects_of(pq.read_table(part, columns=wanted), class_names)
         if not objects.num_rows:

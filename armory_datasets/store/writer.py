@@ -502,13 +502,12 @@ class ExportWriter:
         if self.writer_id is not None:
             self._write_journal("done")  # commit_export() makes it visible
             return None
-        self._write_manifest()
         if self._replacement is not None:
             self._replacement.swap()
             self.export_dir = self.final_dir
         try:
-            self.manifest, self._dataset_name = finalize_export(self.export_dir,
-                                                                old_export=self._old_export)
+            self.manifest, self._dataset_name = finalize_export(self.export_dir, self._old_export,
+                                                                self.manifest)
         except BaseException:
             if self._replacement is not None:
                 self._replacement.undo()
