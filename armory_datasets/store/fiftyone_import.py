@@ -326,18 +326,26 @@ def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: boo
     builder = SampleDocuments(export_dir, schema, manifest["class_names"], new.id, parts,
                               media.legacy_heatmap_cache(manifest["export_id"]))
     documents = builder.documents()
-    first = list(islice(documents, INSERT_BATCH))  # built while the database makes the indexes
+    # Made while the database makes the indexes: the first documents and, when they are
+    # all of them, the fields and App config they need.
+    first = list(islice(documents, INSERT_BATCH))
+    declarations = None if len(first) == INSERT_BATCH else _declarations(fo, schema, builder)
     collection.indexes.result()
     # Fixed-size batches keep memory flat (FiftyOne's default batcher grows them to 100k).
     foo.insert_documents(chain(first, documents), foo.get_db_conn()[collection.name],
                          progress=False, batcher=partial(fou.StaticBatcher, batch_size=INSERT_BATCH))
-    fields = _fields(fo, schema, builder)
-    heatmaps = list(builder.heatmaps)
-    declare_dataset(new, fields, app_config(fo, {**default_fields(public=True), **fields}, schema, heatmaps),
-                    {BY_SAMPLE_VIEW: [fo.GroupBy("sample_index", order_by="chain")]},
+    fields, config = declarations or _declarations(fo, schema, builder)
+    declare_dataset(new, fields, config, {BY_SAMPLE_VIEW: [fo.GroupBy("sample_index", order_by="chain")]},
                     description=manifest["evaluation"]["description"],
                     default_classes=manifest["class_names"])
     return name
+
+
+def _declarations(fo: Any, schema: pa.Schema, builder: SampleDocuments) -> tuple[dict[str, Any], Any]:
+    """The fields of the documents ``builder`` made, and the App config over them."""
+    fields = _fields(fo, schema, builder)
+    config = app_config(fo, {**default_fields(public=True), **fields}, schema, list(builder.heatmaps))
+    return fields, config
 
 
 def _fields(fo: Any, schema: pa.Schema, builder: SampleDocuments) -> dict[str, Any]:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store.hf_card import write_dataset_card
 from armory_datasets.store.manifest import format_arrow_type, read_manifest, write_manifest
 from armory_datasets.store.parquet_writer import conform_parts, count_records, part_paths, unified_schema
+
+if TYPE_CHECKING:
+    from armory_datasets.store.fiftyone_dataset import SampleCollection
 
 __all__ = ["TABLE_DIR", "finalize_export"]
 
@@ -29,23 +32,25 @@ TABLE_DIR = "table"
 
 
 def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = None,
-                    manifest: dict[str, Any] | None = None) -> tuple[dict[str, Any], str | None]:
+                    manifest: dict[str, Any] | None = None,
+                    collection: SampleCollection | None = None) -> tuple[dict[str, Any], str | None]:
     """Conform parts, count, build FiftyOne, mark complete; return the manifest and the
     FiftyOne dataset's name (None without FiftyOne; a copy's own name when another
     directory owns the manifest's).
 
     ``old_export``: the manifest of an export this one replaced (its datasets are deleted
     after the build, never another copy's); ``manifest``: the directory's, when its
-    writer holds it (else it is read). The manifest is written once, complete: an
-    export whose build fails keeps the manifest its writer left, and resumes.
+    writer holds it (else it is read); ``collection``: the dataset's sample collection,
+    when the caller started it (``fiftyone_import.export_collection``). The manifest is
+    written once, complete: an export whose build fails keeps the manifest its writer
+    left, and resumes.
     """
     export_dir = Path(export_dir)
     manifest = manifest if manifest is not None else read_manifest(export_dir)
     if manifest is None:
         raise FileNotFoundError(f"{export_dir}: no manifest.json; expected an export directory")
     with ExitStack() as stack:
-        collection = None
-        if manifest["fiftyone"]["dataset"]:  # the database makes it while the directory is finished
+        if manifest["fiftyone"]["dataset"] and collection is None:  # made while the directory is finished
             from armory_datasets.store.fiftyone_import import export_collection
 
             collection = stack.enter_context(export_collection())

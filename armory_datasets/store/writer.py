@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -498,20 +499,27 @@ class ExportWriter:
         self.end_batch()
         self._materialize()
         self._closed = True
-        self._table.close()
         if self.writer_id is not None:
+            self._table.close()
             self._write_journal("done")  # commit_export() makes it visible
             return None
-        if self._replacement is not None:
-            self._replacement.swap()
-            self.export_dir = self.final_dir
-        try:
-            self.manifest, self._dataset_name = finalize_export(self.export_dir, self._old_export,
-                                                                self.manifest)
-        except BaseException:
+        with ExitStack() as stack:
+            collection = None
+            if self.manifest["fiftyone"]["dataset"]:  # mongod makes it while the table is finished
+                from armory_datasets.store.fiftyone_import import export_collection
+
+                collection = stack.enter_context(export_collection())
+            self._table.close()
             if self._replacement is not None:
-                self._replacement.undo()
-            raise
+                self._replacement.swap()
+                self.export_dir = self.final_dir
+            try:
+                self.manifest, self._dataset_name = finalize_export(
+                    self.export_dir, self._old_export, self.manifest, collection)
+            except BaseException:
+                if self._replacement is not None:
+                    self._replacement.undo()
+                raise
         if self._replacement is not None:
             self._replacement.finish()
         return self._dataset_name
