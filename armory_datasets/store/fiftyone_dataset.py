@@ -90,9 +90,13 @@ def new_sample_collection(indexes: tuple[Any, ...] = ()) -> Iterator[SampleColle
     import fiftyone.core.odm as foo
     from bson import ObjectId
     from pymongo import IndexModel
+    from pymongo.errors import ConnectionFailure
+
+    from armory_datasets.database import database_errors
 
     collection_id = ObjectId()
-    target = foo.get_db_conn()[f"samples.{collection_id}"]
+    with database_errors("connecting to make a FiftyOne sample collection"):
+        target = foo.get_db_conn()[f"samples.{collection_id}"]
     models = [IndexModel(field) for field in DEFAULT_INDEXES] + list(indexes)
     collection = SampleCollection(collection_id, _INDEX_THREAD.submit(target.create_indexes, models))
     try:
@@ -100,7 +104,10 @@ def new_sample_collection(indexes: tuple[Any, ...] = ()) -> Iterator[SampleColle
     finally:
         failed = collection.indexes.exception()  # never leave the index build running
         if not collection.adopted and failed is None:
-            target.drop()
+            try:
+                target.drop()
+            except ConnectionFailure:
+                pass  # the database went away: the error of the work it was for is the one to show
 
 
 def insert_dataset(name: str, info: dict[str, Any], collection: SampleCollection) -> NewDataset:

@@ -232,17 +232,18 @@ def fiftyone_dataset_name(export_dir: str | Path, rebuild: bool = False,
 
 
 def export_collection() -> AbstractContextManager[SampleCollection]:
-    """Start making the sample collection of an export's dataset, with its indexes
-    (``record_key`` unique, ``sample_index``), while the caller finishes the directory.
+    """Start making the sample collection of an export's dataset, with a unique
+    ``record_key`` index, while the caller finishes the directory. (The saved view's
+    ``(sample_index, chain)`` index is FiftyOne's to make when the view is first used.)
 
     Example:
         >>> with export_collection() as collection:
-        ...     sorted(collection.indexes.result())[-2:]
-        ['record_key_1', 'sample_index_1']
+        ...     collection.indexes.result()[-1]
+        'record_key_1'
     """
     from pymongo import IndexModel
 
-    return new_sample_collection((IndexModel("record_key", unique=True), IndexModel("sample_index")))
+    return new_sample_collection((IndexModel("record_key", unique=True),))
 
 
 def export_fiftyone_dataset(export_dir: str | Path, rebuild: bool = False,
@@ -335,10 +336,22 @@ def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: boo
     foo.insert_documents(chain(first, documents), foo.get_db_conn()[collection.name],
                          progress=False, batcher=partial(fou.StaticBatcher, batch_size=INSERT_BATCH))
     fields, config = declarations or _declarations(fo, schema, builder)
-    declare_dataset(new, fields, config, {BY_SAMPLE_VIEW: [fo.GroupBy("sample_index", order_by="chain")]},
+    declare_dataset(new, fields, config, {BY_SAMPLE_VIEW: [by_sample(fo)]},
                     description=manifest["evaluation"]["description"],
                     default_classes=manifest["class_names"])
     return name
+
+
+def by_sample(fo: Any) -> Any:
+    """The stage of the ``by_sample`` view: the chains of each sample side by side. FiftyOne
+    makes its ``(sample_index, chain)`` index when the view is first used (``create_index``).
+
+    Example:
+        >>> import fiftyone as fo
+        >>> by_sample(fo)
+        GroupBy(field_or_expr='sample_index', order_by='chain', ..., create_index=True, order_by_key=None)
+    """
+    return fo.GroupBy("sample_index", order_by="chain", create_index=True)
 
 
 def _declarations(fo: Any, schema: pa.Schema, builder: SampleDocuments) -> tuple[dict[str, Any], Any]:

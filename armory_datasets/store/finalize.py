@@ -1,11 +1,11 @@
 """``finalize_export(dir)``: turn a directory whose table is written into a complete export.
 
 It gives every table part the full schema, counts the records, derives the objects
-table (``objects/``, one row per box), writes the Hugging Face
-dataset card (``README.md``), builds the FiftyOne
-dataset named in the manifest (when it names one) and only then marks the manifest
-"complete". It reads everything from the directory, so it also finishes an export
-whose writer process is gone.
+table (``objects/``, one row per box), writes the Hugging Face dataset card
+(``README.md``) and, in a thread beside those (the build is mostly database round
+trips), builds the FiftyOne dataset named in the manifest (when it names one); only
+then it marks the manifest "complete". It reads everything from the directory, so it
+also finishes an export whose writer process is gone.
 
 Example:
     >>> finalize_export("exports/run1")["status"]  # doctest: +SKIP
@@ -14,7 +14,9 @@ Example:
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from copy import deepcopy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["TABLE_DIR", "finalize_export"]
 
 TABLE_DIR = "table"
+_BUILD_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fiftyone-build")
 
 
 def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = None,
@@ -49,36 +52,42 @@ def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = 
     manifest = manifest if manifest is not None else read_manifest(export_dir)
     if manifest is None:
         raise FileNotFoundError(f"{export_dir}: no manifest.json; expected an export directory")
+    table_dir = export_dir / TABLE_DIR
     with ExitStack() as stack:
         if manifest["fiftyone"]["dataset"] and collection is None:  # made while the directory is finished
             from armory_datasets.store.fiftyone_import import export_collection
 
             collection = stack.enter_context(export_collection())
-        _finish_directory(export_dir, manifest)
-        dataset_name = None
-        if collection is not None:
-            from armory_datasets.store.fiftyone_import import (
-                BY_SAMPLE_VIEW,
-                delete_owned_datasets,
-                fiftyone_dataset_name,
-            )
+        conform_parts(table_dir)
+        manifest["table"]["parts"] = [p.name for p in part_paths(table_dir)]
+        build = None
+        if collection is not None:  # beside the rest of the directory: mostly database round trips
+            from armory_datasets.store.fiftyone_import import fiftyone_dataset_name
 
-            dataset_name = fiftyone_dataset_name(export_dir, rebuild=True, manifest=manifest,
-                                                 collection=collection)
-            manifest["fiftyone"]["saved_views"] = [BY_SAMPLE_VIEW]
-            if old_export is not None and old_export["fiftyone"]["dataset"]:
-                delete_owned_datasets(export_dir, old_export)
+            build = _BUILD_THREAD.submit(fiftyone_dataset_name, export_dir, rebuild=True,
+                                         manifest=deepcopy(manifest), collection=collection)
+        try:
+            _finish_directory(export_dir, manifest)
+        except BaseException:
+            if build is not None:
+                build.exception()  # waited for; the directory's error is the one to show
+            raise
+        dataset_name = build.result() if build is not None else None
+    if dataset_name is not None:
+        from armory_datasets.store.fiftyone_import import BY_SAMPLE_VIEW, delete_owned_datasets
+
+        manifest["fiftyone"]["saved_views"] = [BY_SAMPLE_VIEW]
+        if old_export is not None and old_export["fiftyone"]["dataset"]:
+            delete_owned_datasets(export_dir, old_export)
     manifest["status"] = "complete"
     write_manifest(export_dir, manifest)
     return manifest, dataset_name
 
 
 def _finish_directory(export_dir: Path, manifest: dict[str, Any]) -> None:
-    """Conform the parts, count, derive the objects table and card, into ``manifest``."""
+    """Count the conformed parts, derive the objects table and card, into ``manifest``."""
     table_dir = export_dir / TABLE_DIR
-    conform_parts(table_dir)
     schema = unified_schema(table_dir)
-    manifest["table"]["parts"] = [p.name for p in part_paths(table_dir)]
     manifest["dynamic_columns"] = [
         {"name": f.name, "arrow_type": format_arrow_type(f.type)}
         for f in schema or [] if f.name not in VOCABULARY

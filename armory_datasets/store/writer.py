@@ -496,20 +496,19 @@ class ExportWriter:
         """
         if self._closed:
             return self._dataset_name
-        self.end_batch()
-        self._materialize()
-        self._closed = True
-        if self.writer_id is not None:
-            self._table.close()
-            self._write_journal("done")  # commit_export() makes it visible
-            return None
         with ExitStack() as stack:
             collection = None
-            if self.manifest["fiftyone"]["dataset"]:  # mongod makes it while the table is finished
+            if self.writer_id is None and self.manifest["fiftyone"]["dataset"]:
                 from armory_datasets.store.fiftyone_import import export_collection
 
-                collection = stack.enter_context(export_collection())
+                collection = stack.enter_context(export_collection())  # made while the table is finished
+            self.end_batch()
+            self._materialize()
+            self._closed = True
             self._table.close()
+            if self.writer_id is not None:
+                self._write_journal("done")  # commit_export() makes it visible
+                return None
             if self._replacement is not None:
                 self._replacement.swap()
                 self.export_dir = self.final_dir
