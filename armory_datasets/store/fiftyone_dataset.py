@@ -30,10 +30,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from functools import cache
 from copy import deepcopy
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cache
 from typing import Any
 
 DEFAULT_INDEXES = ("filepath", "created_at", "last_modified_at")
@@ -72,6 +72,12 @@ class NewDataset:
 
     @property
     def id(self) -> Any:
+        """The dataset's id, which is its sample collection's.
+
+        Example:
+            >>> NewDataset("d", None, SampleCollection("6b115f17c66f1d3583966af2", Future())).id
+            '6b115f17c66f1d3583966af2'
+        """
         return self.collection.id
 
 

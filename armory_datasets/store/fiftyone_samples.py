@@ -68,7 +68,12 @@ class SampleDocuments:
         seen = self.seen
         for path in self.parts:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=2048):
-                columns = batch.to_pydict()
+                # Columns without a value in this batch (a classification export's boxes,
+                # say) are neither converted nor visited per row.
+                filled = [name for name in batch.schema.names
+                          if batch.column(name).null_count < batch.num_rows]
+                seen.update(filled)
+                columns = batch.select(filled).to_pydict()
                 present = [(name, setter, columns[name]) for name, setter in setters if name in columns]
                 for i in range(batch.num_rows):
                     doc: dict[str, Any] = {
@@ -77,11 +82,10 @@ class SampleDocuments:
                         "_rand": _generate_rand(),
                         "metadata": {"_cls": "ImageMetadata", "mime_type": "image/png"},
                     }
-                    for name, setter, values in present:
+                    for _, setter, values in present:
                         value = values[i]
                         if value is not None:
                             setter(doc, value)
-                            seen.add(name)
                     self._finish(doc, columns, i)
                     yield doc
 
@@ -147,7 +151,8 @@ class SampleDocuments:
             if label is not None and label.get("class_index") is not None:
                 label["label"] = self._class_name(label["class_index"])
         for field, column in self.heatmaps.items():
-            path = columns[column][i]
+            paths = columns.get(column)
+            path = None if paths is None else paths[i]
             if path is not None:
                 map_path = self.confine(path, f"record {doc.get('record_key')!r} {column}",
                                         f"{_HEATMAP_PREFIX}{field}/")
