@@ -29,9 +29,11 @@ Samples are written in bulk as FiftyOne's own importer does (raw documents, see
 ``fiftyone_samples``, through ``fiftyone.core.odm.insert_documents``), and the dataset's
 own documents in two round trips (``fiftyone_dataset``), not through ``fo.Dataset`` and
 its setters, which save and reload after each change. This relies on FiftyOne's
-document format (pinned by fiftyone<1.23) and three private names:
-``fiftyone.core.odm.sample._generate_rand``, ``SampleFieldDocument._set_created_at`` and
-``ViewStage._serialize``; the tests compare the result with what FiftyOne's API builds.
+document format (pinned by fiftyone<1.23) and its private names
+``fiftyone.core.odm.sample._generate_rand``, ``SampleFieldDocument._set_created_at``,
+``ViewStage._serialize``, ``DatasetSampleDocument._fields`` (mongoengine's) and, on
+:func:`app_config`'s stand-in collection, ``_has_frame_fields``; the tests compare the
+result with what FiftyOne's API builds.
 ``record_key`` gets a unique index.
 
 Ownership: a dataset belongs to the export directory whose export id and absolute path
