@@ -58,7 +58,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
 from itertools import chain, islice
 from pathlib import Path
@@ -294,11 +294,9 @@ def _build_logged(export_dir: Path, manifest: dict[str, Any], name: str, overwri
                   collection: SampleCollection | None = None) -> str:
     from armory_datasets.database import database_errors
 
-    with database_errors(f"building FiftyOne dataset {name!r} from {export_dir}"):
-        if collection is not None:
-            return _build(export_dir, manifest, name, overwrite, collection)
-        with export_collection() as collection:
-            return _build(export_dir, manifest, name, overwrite, collection)
+    with (database_errors(f"building FiftyOne dataset {name!r} from {export_dir}"),
+          export_collection() if collection is None else nullcontext(collection) as collection):
+        return _build(export_dir, manifest, name, overwrite, collection)
 
 
 def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: bool,

@@ -74,7 +74,7 @@ class SampleDocuments:
                           if batch.column(name).null_count < batch.num_rows]
                 seen.update(filled)
                 columns = batch.select(filled).to_pydict()
-                present = [(name, setter, columns[name]) for name, setter in setters if name in columns]
+                present = [(setter, columns[name]) for name, setter in setters if name in columns]
                 for i in range(batch.num_rows):
                     doc: dict[str, Any] = {
                         "tags": [], "created_at": now, "last_modified_at": now,
@@ -82,7 +82,7 @@ class SampleDocuments:
                         "_rand": _generate_rand(),
                         "metadata": {"_cls": "ImageMetadata", "mime_type": "image/png"},
                     }
-                    for _, setter, values in present:
+                    for setter, values in present:
                         value = values[i]
                         if value is not None:
                             setter(doc, value)
