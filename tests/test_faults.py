@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from armory_datasets import open_export
@@ -149,6 +150,86 @@ def test_resuming_over_a_truncated_part_names_it_and_suggests_verify(tmp_path):
     manual_export(path, 6)
     keys = open_export(path).table().column("record_key").to_pylist()
     assert sorted(keys) == sorted(f"benign/{i}" for i in range(6))
+
+
+def test_an_image_failing_in_the_background_never_reaches_a_finished_part(tmp_path, monkeypatch):
+    """Images are written in a thread while the next batch is built: a failed write is
+    raised at the next batch or part, no finished part names an image not written, and
+    the export resumes to the full set."""
+    from armory_datasets.store import media
+
+    write_png = media.write_png
+
+    def full_at_three(path, image, *args):
+        if path.endswith("/00000003.png"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_png(path, image, *args)
+
+    monkeypatch.setattr(media, "write_png", full_at_three)
+    path = tmp_path / "run"
+    with pytest.raises(OSError, match=f"{path}: no space left on device while writing"):
+        manual_export(path, 6)
+    finished = [pq.read_table(p, columns=["record_key", "image_path"]) for p in
+                sorted((path / "table").glob("part-*.parquet"))]
+    named = [row for table in finished for row in table.to_pylist()]
+    assert named and all((path / row["image_path"]).is_file() for row in named)
+    assert "benign/3" not in {row["record_key"] for row in named}
+    monkeypatch.undo()
+    manual_export(path, 6)
+    export = open_export(path)
+    assert sorted(export.table().column("record_key").to_pylist()) == [f"benign/{i}" for i in range(6)]
+    assert export.verify().problems == []
+
+
+def test_images_are_the_callers_pixels_even_if_it_reuses_its_array(tmp_path, monkeypatch):
+    """The writer copies a batch's pixels before its thread encodes them."""
+    import threading
+
+    from armory_datasets.store import media
+
+    reused, write_png = threading.Event(), media.write_png
+
+    def after_reuse(*args):
+        assert reused.wait(30)
+        write_png(*args)
+
+    monkeypatch.setattr(media, "write_png", after_reuse)
+    pixels = np.full((2, 4, 4, 3), 7, np.uint8)
+    with ExportWriter(tmp_path / "run", {"name": "reuse"}, fiftyone=False) as writer:
+        name = writer.register_exporter("manual", "Manual", None, {})
+        writer.add_records(name, "benign", [0, 1], {"target": [0, 1]}, batch=0, positions=[0, 1],
+                           images=pixels)
+        pixels[:] = 0  # the caller's next batch
+        reused.set()
+    from PIL import Image
+
+    for i in range(2):
+        assert (np.asarray(Image.open(tmp_path / f"run/media/images/benign/{i:08d}.png")) == 7).all()
+
+
+def test_a_forked_child_writes_its_export_after_its_parent_wrote_one(tmp_path):
+    """The background threads are per process: a child forked after an export (as
+    multiprocessing's fork start method does) does not wait on its parent's thread."""
+    import os
+    import signal
+    import time
+
+    manual_export(tmp_path / "parent", 3)
+    child = os.fork()
+    if child == 0:  # pragma: no cover -- the child reports through its exit status
+        try:
+            manual_export(tmp_path / "child", 3)
+            os._exit(0 if open_export(tmp_path / "child").count() == 3 else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child's export hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
 
 
 @pytest.fixture

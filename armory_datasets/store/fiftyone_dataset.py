@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass
@@ -36,9 +36,10 @@ from datetime import datetime, timezone
 from functools import cache
 from typing import Any
 
+from armory_datasets.store.threads import background
+
 DEFAULT_INDEXES = ("filepath", "created_at", "last_modified_at")
 """The indexes ``fo.Dataset()`` gives every sample collection."""
-_INDEX_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fiftyone-indexes")
 
 
 @dataclass
@@ -104,7 +105,8 @@ def new_sample_collection(indexes: tuple[Any, ...] = ()) -> Iterator[SampleColle
     with database_errors("connecting to make a FiftyOne sample collection"):
         target = foo.get_db_conn()[f"samples.{collection_id}"]
     models = [IndexModel(field) for field in DEFAULT_INDEXES] + list(indexes)
-    collection = SampleCollection(collection_id, _INDEX_THREAD.submit(target.create_indexes, models))
+    making = background("fiftyone-indexes").submit(target.create_indexes, models)
+    collection = SampleCollection(collection_id, making)
     try:
         yield collection
     finally:

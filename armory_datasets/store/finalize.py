@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from copy import deepcopy
 from pathlib import Path
@@ -24,6 +23,7 @@ from armory_datasets.schema import VOCABULARY
 from armory_datasets.store.hf_card import write_dataset_card
 from armory_datasets.store.manifest import format_arrow_type, read_manifest, write_manifest
 from armory_datasets.store.parquet_writer import conform_parts, count_records, part_paths, unified_schema
+from armory_datasets.store.threads import background
 
 if TYPE_CHECKING:
     from armory_datasets.store.fiftyone_dataset import SampleCollection
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["TABLE_DIR", "finalize_export"]
 
 TABLE_DIR = "table"
-_BUILD_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fiftyone-build")
 
 
 def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = None,
@@ -64,7 +63,7 @@ def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = 
         if collection is not None:  # beside the rest of the directory: mostly database round trips
             from armory_datasets.store.fiftyone_import import fiftyone_dataset_name
 
-            build = _BUILD_THREAD.submit(fiftyone_dataset_name, export_dir, rebuild=True,
+            build = background("fiftyone-build").submit(fiftyone_dataset_name, export_dir, rebuild=True,
                                          manifest=deepcopy(manifest), collection=collection)
         try:
             _finish_directory(export_dir, manifest)

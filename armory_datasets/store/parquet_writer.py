@@ -163,7 +163,8 @@ class TableWriter:
 
     ``schema`` lists the columns every part has (missing values are null); a batch may
     bring more columns, which start a new part and are added to the finished ones.
-    ``on_part(path)`` is called after each part is finished.
+    ``before_part()`` is called before a part is finished (the export waits there for
+    the media its rows name), ``on_part(path)`` after.
 
     Example:
         >>> import tempfile
@@ -182,6 +183,7 @@ class TableWriter:
         seconds_per_part: float = 60.0,
         on_part: Callable[[Path], None] | None = None,
         writer_id: str | None = None,
+        before_part: Callable[[], None] | None = None,
     ) -> None:
         self.table_dir = Path(table_dir)
         # One writer: part-NNNNN; one of several writers: part-{writer}-NNNNN, numbered on
@@ -193,6 +195,7 @@ class TableWriter:
         self.rows_per_part = rows_per_part
         self.seconds_per_part = seconds_per_part
         self.on_part = on_part
+        self.before_part = before_part
         self._buffer: list[pa.RecordBatch] = []
         self._buffered_rows = 0
         self._writer: pq.ParquetWriter | None = None
@@ -242,6 +245,8 @@ class TableWriter:
         self._flush()
         if self._writer is None:
             return
+        if self.before_part is not None:
+            self.before_part()
         self._writer.close()
         final = self._part_path()
         os.replace(self._tmp, final)

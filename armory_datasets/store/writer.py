@@ -442,7 +442,8 @@ class ExportWriter:
                            + [pa.field(k, t) for k, t in self.types.dynamic.items()])
         self._parts_written: set[str] = set()
         self._table = TableWriter(self.export_dir / TABLE_DIR, schema, on_part=self._on_part,
-                                  writer_id=self.writer_id, **self._table_options)
+                                  before_part=self.media.flush, writer_id=self.writer_id,
+                                  **self._table_options)
         self._table.set_metadata(hf_label_metadata(self.manifest["class_names"]))
         self._write_manifest()
 
@@ -505,7 +506,8 @@ class ExportWriter:
             self.end_batch()
             self._materialize()
             self._closed = True
-            self._table.close()
+            self._table.close()  # waits for the media first (before_part), its last rows written
+            self.media.flush()
             if self.writer_id is not None:
                 self._write_journal("done")  # commit_export() makes it visible
                 return None
@@ -534,6 +536,7 @@ class ExportWriter:
         self._closed = True
         self._pending = []
         try:
+            self.media.flush()  # an image that failed keeps the part naming it unfinished
             if self._table is not None:
                 self._table.close()
                 self._write_manifest()
