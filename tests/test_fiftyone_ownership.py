@@ -178,3 +178,23 @@ def test_build_refuses_to_replace_another_exports_dataset(tmp_path):
     with pytest.raises(FileExistsError, match="belongs to export .* left as it is"):
         build_fiftyone_dataset(two, name=taken, overwrite=True)
     assert import_fiftyone().load_dataset(taken).count() == 10
+
+
+def test_a_close_that_fails_before_the_build_leaves_no_lock_dataset_or_collection(tmp_path):
+    """close() starts the build (lock, name checks) while it finishes the table; when the
+    table fails (here a record without its image), the build is stopped: the lock is free,
+    and neither a dataset nor a sample collection is left behind."""
+    import fiftyone.core.odm as foo
+
+    from armory_datasets.store.fiftyone_import import LOCKS_COLLECTION
+
+    conn = foo.get_db_conn()
+    before = set(conn.list_collection_names())
+    writer = ExportWriter(tmp_path / "run", {"name": "scale"})
+    name = writer.register_exporter("clf", "Manual", None, {})
+    writer.add_records(name, "benign", [0], {"target": [1]}, batch=0, positions=[0])  # no image
+    with pytest.raises(ValueError, match="no image"):
+        writer.close()
+    assert conn[LOCKS_COLLECTION].count_documents({}) == 0
+    assert datasets_of(writer.export_id) == []
+    assert {c for c in conn.list_collection_names() if c.startswith("samples.")} <= before
