@@ -63,8 +63,9 @@ def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = 
         if collection is not None:  # beside the rest of the directory: mostly database round trips
             from armory_datasets.store.fiftyone_import import fiftyone_dataset_name
 
-            build = background("fiftyone-build").submit(fiftyone_dataset_name, export_dir, rebuild=True,
-                                         manifest=deepcopy(manifest), collection=collection)
+            build = background("fiftyone-build").submit(
+                fiftyone_dataset_name, export_dir, rebuild=True, manifest=deepcopy(manifest),
+                collection=collection)
         try:
             _finish_directory(export_dir, manifest)
         except BaseException:
