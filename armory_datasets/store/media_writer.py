@@ -48,17 +48,17 @@ class MediaWriter:
     def write_images(self, chain: str, indices: np.ndarray, images: np.ndarray) -> dict[str, pa.Array]:
         """Start writing the PNGs not written yet in this batch (after the previous
         batch's, whose error, if any, is raised here); return image_path, width, height."""
-        paths = [media.image_relpath(chain, i) for i in indices.tolist()]
-        todo = [(f"{self.export_dir}/{relpath}", position)
-                for position, (relpath, index) in enumerate(zip(paths, indices.tolist()))
-                if (chain, index) not in self._imaged]
+        keys = indices.tolist()
+        paths = [media.image_relpath(chain, i) for i in keys]
+        todo = [position for position, index in enumerate(keys) if (chain, index) not in self._imaged]
         if todo:
             self.prepare()
             self.flush()
-            self._imaged.update((chain, index) for index in indices.tolist())
+            self._imaged.update((chain, index) for index in keys)
             # A copy: the caller may reuse its array while the thread encodes this one.
-            pixels = images[[position for _, position in todo]]
-            self._writing = background("media").submit(self._write_pngs, [p for p, _ in todo], pixels)
+            pixels = images[todo]
+            files = [f"{self.export_dir}/{paths[position]}" for position in todo]
+            self._writing = background("media").submit(self._write_pngs, files, pixels)
         n = len(indices)
         return {
             "image_path": pa.array(paths, pa.string()),

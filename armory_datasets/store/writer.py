@@ -507,7 +507,7 @@ class ExportWriter:
             self._materialize()
             self._closed = True
             self._table.close()  # waits for the media first (before_part), its last rows written
-            self.media.flush()
+            self.media.flush()  # and when no part was left to finish
             if self.writer_id is not None:
                 self._write_journal("done")  # commit_export() makes it visible
                 return None
