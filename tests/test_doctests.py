@@ -3,7 +3,9 @@
 Run here rather than with ``--doctest-modules`` so the examples see this session's
 private mongod (tests/conftest.py): an example that touches FiftyOne never reaches the
 default database. Each docstring runs in a fresh temporary working directory, so an
-example that writes relative paths leaves nothing behind and sees no other's files.
+example that writes relative paths leaves nothing behind and sees no other's files;
+``tempfile``'s directory is the test's own too, so the temporary exports examples make
+(``tiny_export()``, ``tempfile.mkdtemp()``) go with it rather than pile up in /tmp.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import inspect
 import os
 import pkgutil
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -46,6 +49,7 @@ def run_doctests(module_name: str, workdir: Path) -> tuple[doctest.TestResults, 
 def test_module_examples_are_true(module_name: str, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # restored after the test
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     database = {name: os.environ.get(name) for name in (URI_ENV, NAME_ENV)}
     results, found, report = run_doctests(module_name, tmp_path)
     moved = {name for name, value in database.items() if os.environ.get(name) != value}
