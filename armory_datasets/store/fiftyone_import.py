@@ -99,7 +99,10 @@ def owned_by(dataset: Any, export_id: str, export_dir: Path) -> bool:
         >>> owned_by(export_fiftyone_dataset(path), read_manifest(path)["export_id"], path)
         True
     """
-    info = dataset.info or {}
+    return _owns(dataset.info or {}, export_id, export_dir)
+
+
+def _owns(info: dict[str, Any], export_id: str, export_dir: Path) -> bool:
     return info.get("export_id") == export_id and info.get("export_dir") == str(export_dir)
 
 
@@ -113,23 +116,26 @@ def copy_dataset_name(base: str, export_dir: Path) -> str:
     return f"{base}-copy-{hashlib.sha1(str(export_dir).encode()).hexdigest()[:8]}"
 
 
-def own_dataset_name(fo: Any, export_dir: Path, manifest: dict[str, Any]) -> str:
-    """The name of the dataset ``export_dir`` owns or may create: the manifest's, unless
-    another directory (or export) holds that name; then the copy name of this directory.
+def own_dataset_name(export_dir: Path, manifest: dict[str, Any]) -> tuple[str, bool]:
+    """The name of the dataset ``export_dir`` owns or may create, and whether a dataset
+    holds it: the manifest's name, unless another directory (or export) holds it; then
+    the copy name of this directory. One query for both (a build is mostly round trips).
 
     Example:
-        >>> from armory_datasets.database import import_fiftyone
         >>> from armory_datasets.demo.tiny import tiny_export
         >>> path = tiny_export().resolve()
-        >>> own_dataset_name(import_fiftyone(), path, read_manifest(path))  # nobody holds it yet
-        'tiny-...'
+        >>> own_dataset_name(path, read_manifest(path))  # nobody holds it yet
+        ('tiny-...', False)
     """
+    import fiftyone.core.odm as foo
+
     base = manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
     candidates = (base, copy_dataset_name(base, export_dir))
+    holders = {doc["name"]: doc.get("info") or {} for doc in foo.get_db_conn().datasets.find(
+        {"name": {"$in": list(candidates)}}, {"name": True, "info": True})}
     for name in candidates:
-        if not fo.dataset_exists(name) or owned_by(fo.load_dataset(name), manifest["export_id"],
-                                                   export_dir):
-            return name
+        if name not in holders or _owns(holders[name], manifest["export_id"], export_dir):
+            return name, name in holders
     raise FileExistsError(f"FiftyOne datasets {list(candidates)} belong to other exports; "
                           f"{export_dir} (export {manifest['export_id']}) replaces neither")
 
@@ -226,11 +232,12 @@ def fiftyone_dataset_name(export_dir: str | Path, rebuild: bool = False,
     fo = import_fiftyone()
     base = manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
     with dataset_lock(base):
-        name = own_dataset_name(fo, export_dir, manifest)
-        if not rebuild and fo.dataset_exists(name):
+        name, exists = own_dataset_name(export_dir, manifest)
+        if not rebuild and exists:
             if expected_count is None or fo.load_dataset(name).count() == expected_count:
                 return name
-        return _build_logged(export_dir, manifest, name, overwrite=True, collection=collection)
+        return _build_logged(export_dir, manifest, name, overwrite=True, collection=collection,
+                             exists=exists)
 
 
 def export_collection() -> AbstractContextManager[SampleCollection]:
@@ -291,23 +298,25 @@ def _manifest_of(export_dir: Path) -> dict[str, Any]:
 
 
 def _build_logged(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: bool,
-                  collection: SampleCollection | None = None) -> str:
+                  collection: SampleCollection | None = None, exists: bool | None = None) -> str:
     from armory_datasets.database import database_errors
 
     with (database_errors(f"building FiftyOne dataset {name!r} from {export_dir}"),
           export_collection() if collection is None else nullcontext(collection) as collection):
-        return _build(export_dir, manifest, name, overwrite, collection)
+        return _build(export_dir, manifest, name, overwrite, collection, exists)
 
 
 def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: bool,
-           collection: SampleCollection) -> str:
+           collection: SampleCollection, exists: bool | None = None) -> str:
+    """Build dataset ``name``; ``exists``: whether a dataset holds the name, when the caller
+    has just looked it up under the dataset's lock (else it is looked up)."""
     from armory_datasets.database import import_fiftyone
 
     fo = import_fiftyone()
     import fiftyone.core.odm as foo
     import fiftyone.core.utils as fou
 
-    if fo.dataset_exists(name):
+    if fo.dataset_exists(name) if exists is None else exists:
         existing = fo.load_dataset(name)
         if not owned_by(existing, manifest["export_id"], export_dir):
             info = existing.info or {}

@@ -19,6 +19,8 @@ from copy import deepcopy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store.hf_card import write_dataset_card
 from armory_datasets.store.manifest import format_arrow_type, read_manifest, write_manifest
@@ -57,8 +59,10 @@ def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = 
             from armory_datasets.store.fiftyone_import import export_collection
 
             collection = stack.enter_context(export_collection())
-        conform_parts(table_dir)
-        manifest["table"]["parts"] = [p.name for p in part_paths(table_dir)]
+        parts = part_paths(table_dir)  # listed, and their footers read, once
+        schema = unified_schema(table_dir, parts)
+        conform_parts(table_dir, schema, parts)
+        manifest["table"]["parts"] = [p.name for p in parts]
         build = None
         if collection is not None:  # beside the rest of the directory: mostly database round trips
             from armory_datasets.store.fiftyone_import import fiftyone_dataset_name
@@ -67,7 +71,7 @@ def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = 
                 fiftyone_dataset_name, export_dir, rebuild=True, manifest=deepcopy(manifest),
                 collection=collection)
         try:
-            _finish_directory(export_dir, manifest)
+            _finish_directory(export_dir, manifest, parts, schema)
         except BaseException:
             if build is not None:
                 build.exception()  # waited for; the directory's error is the one to show
@@ -84,18 +88,17 @@ def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = 
     return manifest, dataset_name
 
 
-def _finish_directory(export_dir: Path, manifest: dict[str, Any]) -> None:
-    """Count the conformed parts, derive the objects table and card, into ``manifest``."""
-    table_dir = export_dir / TABLE_DIR
-    schema = unified_schema(table_dir)
+def _finish_directory(export_dir: Path, manifest: dict[str, Any], parts: list[Path],
+                      schema: pa.Schema | None) -> None:
+    """Count the conformed ``parts`` (of ``schema``), derive the objects table and card,
+    into ``manifest``."""
     manifest["dynamic_columns"] = [
         {"name": f.name, "arrow_type": format_arrow_type(f.type)}
         for f in schema or [] if f.name not in VOCABULARY
     ]
-    manifest["counts"] = count_records(table_dir)
+    manifest["counts"] = count_records(export_dir / TABLE_DIR, parts)
     if manifest["manifest_version"] >= 2:
         from armory_datasets.store.objects_table import write_objects
 
-        manifest["objects"]["parts"] = write_objects(export_dir, part_paths(table_dir),
-                                                     manifest["class_names"])
-    write_dataset_card(export_dir, manifest)
+        manifest["objects"]["parts"] = write_objects(export_dir, parts, manifest["class_names"])
+    write_dataset_card(export_dir, manifest, parts)

@@ -32,7 +32,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 __all__ = ["CARD_FILE", "METADATA_FILE", "hf_label_metadata", "write_dataset_card"]
@@ -79,8 +78,10 @@ def hf_label_metadata(class_names: list[str] | None) -> dict[bytes, bytes]:
         {"info": {"features": {"target": label, "prediction": label}}}).encode()}
 
 
-def write_dataset_card(export_dir: str | Path, manifest: dict[str, Any]) -> None:
-    """Write ``README.md`` and ``media/images/metadata.parquet`` for the finished table.
+def write_dataset_card(export_dir: str | Path, manifest: dict[str, Any],
+                       parts: list[Path] | None = None) -> None:
+    """Write ``README.md`` and ``media/images/metadata.parquet`` for the finished table
+    (its parts, or those listed).
 
     Example:
         >>> from armory_datasets.demo.tiny import tiny_export
@@ -93,12 +94,15 @@ def write_dataset_card(export_dir: str | Path, manifest: dict[str, Any]) -> None
     from armory_datasets.store.parquet_writer import part_paths
 
     export_dir = Path(export_dir)
-    parts = part_paths(export_dir / "table")
+    parts = part_paths(export_dir / "table") if parts is None else parts
     images = export_dir / "media" / "images"
     if not parts or not images.is_dir():
         return
-    dataset = ds.dataset([str(p) for p in parts], format="parquet")
-    table = dataset.to_table(columns=[c for c in ("image_path", *LABEL_COLUMNS) if c in dataset.schema.names])
+    # Part by part: a dataset scan costs more per part than these columns in a small export.
+    files = [pq.ParquetFile(p) for p in parts]
+    table = pa.concat_tables([f.read(columns=[c for c in ("image_path", *LABEL_COLUMNS)
+                                              if c in f.schema_arrow.names]) for f in files],
+                             promote_options="default")
     names = [c for c in LABEL_COLUMNS  # the task's label columns (the others are all null)
              if c in table.column_names and table.column(c).null_count < table.num_rows]
     prefix = "media/images/"

@@ -48,8 +48,9 @@ def part_paths(table_dir: Path) -> list[Path]:
     return sorted(Path(table_dir).glob(PART_GLOB))
 
 
-def unified_schema(table_dir: Path) -> pa.Schema | None:
-    """One schema reading every part (parts written later may add columns); None if empty.
+def unified_schema(table_dir: Path, parts: list[Path] | None = None) -> pa.Schema | None:
+    """One schema reading every part (or those listed; parts written later may add
+    columns); None if there is none.
 
     Reads only the Parquet footers. Use it as ``pyarrow.dataset.dataset(dir, schema=...)``;
     DuckDB's ``read_parquet(..., union_by_name=true)`` does the same.
@@ -58,7 +59,7 @@ def unified_schema(table_dir: Path) -> pa.Schema | None:
         >>> unified_schema(Path("/nonexistent")) is None
         True
     """
-    schemas = [pq.read_schema(p) for p in part_paths(table_dir)]
+    schemas = [pq.read_schema(p) for p in (part_paths(table_dir) if parts is None else parts)]
     return pa.unify_schemas(schemas) if schemas else None
 
 
@@ -72,9 +73,10 @@ def conform_parts(table_dir: Path, schema: pa.Schema | None = None,
         >>> conform_parts(Path("/nonexistent"))
         0
     """
-    schema = unified_schema(table_dir) if schema is None else schema
+    parts = part_paths(table_dir) if parts is None else parts
+    schema = unified_schema(table_dir, parts) if schema is None else schema
     rewritten = 0
-    for path in part_paths(table_dir) if parts is None else parts:
+    for path in parts:
         source = pq.ParquetFile(path)
         if source.schema_arrow.equals(schema):
             continue
@@ -133,8 +135,8 @@ def read_keys(parts: Path | list[Path]) -> dict[str, set[int]]:
     return keys
 
 
-def count_records(table_dir: Path) -> dict[str, object]:
-    """Record counts of the finished parts: total, per chain and per exporter.
+def count_records(table_dir: Path, parts: list[Path] | None = None) -> dict[str, object]:
+    """Record counts of the finished parts (or those listed): total, per chain and per exporter.
 
     Example:
         >>> count_records(Path("/nonexistent"))
@@ -142,7 +144,7 @@ def count_records(table_dir: Path) -> dict[str, object]:
     """
     per_chain: Counter[str] = Counter()
     per_exporter: Counter[str] = Counter()
-    for path in part_paths(table_dir):
+    for path in part_paths(table_dir) if parts is None else parts:
         for batch in pq.ParquetFile(path).iter_batches(columns=["chain", "exporters"]):
             per_chain.update(_value_counts(batch.column(0)))
             per_exporter.update(_value_counts(pc.list_flatten(batch.column(1))))
