@@ -210,27 +210,32 @@ def check_record_size(columns: Mapping[str, pa.Array], n: int, where: str = "rec
         total += _row_bytes(array) + len(name) + 8
     if n and total.max() > MAX_RECORD_BYTES:
         i = int(np.argmax(total))
-        big = max(columns, key=lambda c: int(_row_bytes(columns[c])[i]))
+        big = max(columns, key=lambda c: int(np.broadcast_to(_row_bytes(columns[c]), n)[i]))
         raise ValueError(f"{where} at position {i}: about {int(total[i]) >> 20} MiB (column {big!r} "
                          f"the largest); expected at most {MAX_RECORD_BYTES >> 20} MiB per record, "
                          f"which a FiftyOne sample (one MongoDB document) can hold")
 
 
-def _row_bytes(array: pa.Array) -> np.ndarray:
-    """Estimated bytes of each row of ``array``."""
+def _row_bytes(array: pa.Array) -> np.ndarray | int:
+    """Estimated bytes of each row of ``array``; an int when every row has the same (the
+    common case of fixed-width columns, checked once per batch)."""
     t = array.type
-    n = len(array)
     if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) \
             or pa.types.is_large_binary(t):
-        return pc.fill_null(pc.binary_length(array), 0).to_numpy(zero_copy_only=False).astype(np.int64) + 8
+        large = pa.types.is_large_string(t) or pa.types.is_large_binary(t)
+        offsets = np.frombuffer(array.buffers()[1], np.int64 if large else np.int32)
+        lengths = np.diff(offsets[array.offset:array.offset + len(array) + 1]).astype(np.int64)
+        if array.null_count:  # a null may span bytes in the data buffer; it stores none
+            lengths[array.is_null().to_numpy(zero_copy_only=False)] = 0
+        return lengths + 8
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        child = _row_bytes(array.values) + 8
+        child = np.broadcast_to(_row_bytes(array.values) + 8, len(array.values))
         sums = np.concatenate([[0], np.cumsum(child)])
         offsets = array.offsets.to_numpy()
         return sums[offsets[1:]] - sums[offsets[:-1]] + 8
     if pa.types.is_struct(t):
-        rows = np.full(n, 8, dtype=np.int64)
+        rows: np.ndarray | int = 8
         for k, f in enumerate(t):
-            rows += _row_bytes(array.field(k)) + len(f.name) + 2
+            rows = rows + _row_bytes(array.field(k)) + len(f.name) + 2
         return rows
-    return np.full(n, 8, dtype=np.int64)
+    return 8
