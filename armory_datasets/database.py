@@ -207,6 +207,7 @@ class PrivateMongod:
                 str(self.port),
                 "--bind_ip",
                 "127.0.0.1",
+                "--nounixsocket",  # clients use TCP; a killed mongod leaves no /tmp/mongodb-PORT.sock
                 *durability,
                 "--wiredTigerCacheSizeGB",
                 "0.25",

@@ -205,7 +205,8 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
          "--master-port", str(_free_port()), str(script), str(tmp_path / "ranks"), str(ROOT / "tests")],
         capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+             "TMPDIR": str(tmp_path)})  # torchrun's torchelastic_* folders go with the test's
     assert done.returncode == 0, done.stderr[-3000:]
     counts = [(tmp_path / f"ranks.rank{rank}").read_text() for rank in (0, 1)]
     assert counts == ["14", "12"]  # batches 0,2,4,6 (4+4+4+2) and 1,3,5 (4+4+4)
@@ -264,7 +265,8 @@ def test_a_failed_commit_on_rank_0_stops_every_rank_and_leaves_a_resumable_expor
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
          "--master-port", str(_free_port()), str(script), str(export_dir), str(ROOT / "tests")],
         capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+             "TMPDIR": str(tmp_path)})  # torchrun's torchelastic_* folders go with the test's
     assert done.returncode == 0, done.stderr[-3000:]
     said = [(tmp_path / f"ranks.rank{rank}").read_text() for rank in (0, 1)]
     assert said[0] == "OSError: disk went away during the commit"
