@@ -235,10 +235,12 @@ class Exporter:
         fields = records.take(positions)
         fields.update(self.task_fields(batch, positions))
         self.writer.set_class_names(batch.class_names)
+        images = batch.inputs.to_uint8_hwc()
+        if not np.array_equal(positions, np.arange(len(images))):  # every sample: no copy to make
+            images = images[positions]
         self.writer.add_records(
             self.name, batch.chain, records.sample_indices[positions], fields,
-            batch=records.batch_idx, positions=positions,
-            images=batch.inputs.to_uint8_hwc()[positions],
+            batch=records.batch_idx, positions=positions, images=images,
         )
 
     def _sample_indices(self, batch_idx: int, batch: Any) -> tuple[np.ndarray, Any]:
