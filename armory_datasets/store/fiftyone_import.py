@@ -127,17 +127,24 @@ def own_dataset_name(export_dir: Path, manifest: dict[str, Any]) -> tuple[str, b
         >>> own_dataset_name(path, read_manifest(path))  # nobody holds it yet
         ('tiny-...', False)
     """
+    candidates = _candidates(export_dir, manifest)
+    for name, info in candidates.items():
+        if info is None or _owns(info, manifest["export_id"], export_dir):
+            return name, info is not None
+    raise FileExistsError(f"FiftyOne datasets {list(candidates)} belong to other exports; "
+                          f"{export_dir} (export {manifest['export_id']}) replaces neither")
+
+
+def _candidates(export_dir: Path, manifest: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """The names the directory's dataset may have (the manifest's, then the copy name), each
+    with the ``info`` of the dataset holding it (None when free), in one query."""
     import fiftyone.core.odm as foo
 
     base = manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
-    candidates = (base, copy_dataset_name(base, export_dir))
-    holders = {doc["name"]: doc.get("info") or {} for doc in foo.get_db_conn().datasets.find(
-        {"name": {"$in": list(candidates)}}, {"name": True, "info": True})}
-    for name in candidates:
-        if name not in holders or _owns(holders[name], manifest["export_id"], export_dir):
-            return name, name in holders
-    raise FileExistsError(f"FiftyOne datasets {list(candidates)} belong to other exports; "
-                          f"{export_dir} (export {manifest['export_id']}) replaces neither")
+    names = [base, copy_dataset_name(base, export_dir)]
+    held = {doc["name"]: doc.get("info") or {} for doc in foo.get_db_conn().datasets.find(
+        {"name": {"$in": names}}, {"name": True, "info": True})}
+    return {name: held.get(name) for name in names}
 
 
 def delete_owned_datasets(export_dir: str | Path, manifest: dict[str, Any]) -> None:
@@ -156,10 +163,8 @@ def delete_owned_datasets(export_dir: str | Path, manifest: dict[str, Any]) -> N
 
     fo = import_fiftyone()
     export_dir = Path(export_dir).resolve()
-    base = manifest["fiftyone"]["dataset"] or default_dataset_name(manifest)
-    for name in (base, copy_dataset_name(base, export_dir)):
-        if fo.dataset_exists(name) and owned_by(fo.load_dataset(name), manifest["export_id"],
-                                                export_dir):
+    for name, info in _candidates(export_dir, manifest).items():
+        if info is not None and _owns(info, manifest["export_id"], export_dir):
             fo.delete_dataset(name)
 
 

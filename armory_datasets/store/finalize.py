@@ -59,7 +59,7 @@ def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = 
             from armory_datasets.store.fiftyone_import import export_collection
 
             collection = stack.enter_context(export_collection())
-        parts = part_paths(table_dir)  # listed, and their footers read, once
+        parts = part_paths(table_dir)  # listed, and their schemas unified, once
         schema = unified_schema(table_dir, parts)
         conform_parts(table_dir, schema, parts)
         manifest["table"]["parts"] = [p.name for p in parts]
