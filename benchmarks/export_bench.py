@@ -14,7 +14,7 @@ Prints a table with each measurement, its target and whether it is met:
    building, criterion, validation, uint8 conversion, PNG files, Parquet, FiftyOne
    documents), the marginal cost (T(2n) - T(n)) / n so that the fixed per-export cost
    (FiftyOne dataset, indexes) is printed apart, against PNG-encoding the sample's image
-   alone in memory with the export's encoder at the same zlib level (1, the default).
+   alone in memory with the export's encoder at the same level (1, the default).
    Targets: <= 3x at 64x64, <= 1.3x at 224x224, judged on CPU time, the process's (all
    its threads: the export encodes and writes its PNGs in a second thread) against the
    encoding's (the export's wall time also holds the kernel writing hundreds of MB of
@@ -115,7 +115,7 @@ def timed_export(export_dir: Path, images: np.ndarray, level: int,
 
 
 def encode_ours(image: np.ndarray) -> int:
-    """Bytes of the PNG the export writes (armory_datasets.store.png, zlib level 1)."""
+    """Bytes of the PNG the export writes (armory_datasets.store.png, level 1)."""
     from armory_datasets.store.png import encode_png
 
     return len(encode_png(image, 1))

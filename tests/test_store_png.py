@@ -1,4 +1,5 @@
-"""The hand-written PNG encoder: standard files that Pillow and libpng decode to the same pixels."""
+"""The hand-written PNG encoder: standard files that Pillow and libpng decode to the same pixels,
+at every level; a level outside 0..9 refused before anything is written."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from armory_datasets.store import ExportWriter
 from armory_datasets.store.png import encode_png
 
 SHAPES = [(1, 1, 3), (1, 9, 3), (9, 1, 3), (7, 13, 1), (5, 6, 4), (64, 64, 3), (3, 2)]
@@ -19,7 +21,7 @@ def _pixels(shape, dtype=np.uint8, seed=0):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("level", [0, 1, 9])
+@pytest.mark.parametrize("level", [0, 1, 2, 3, 4, 9])
 def test_pillow_and_opencv_decode_the_same_pixels(shape, level):
     pixels = _pixels(shape)
     content = encode_png(pixels, level)
@@ -59,3 +61,21 @@ def test_same_pixels_same_bytes_and_smaller_than_raw_on_a_photo():
 def test_other_arrays_are_refused_naming_the_expected_form(pixels):
     with pytest.raises(ValueError, match=r"pixels: got .* expected a non-empty \(H, W, C\) uint8"):
         encode_png(pixels)
+
+
+def test_higher_levels_give_files_no_larger_on_a_photo():
+    from sklearn.datasets import load_sample_images
+
+    photo = np.ascontiguousarray(load_sample_images().images[1][:96, :96])
+    sizes = {level: len(encode_png(photo, level)) for level in range(10)}
+    assert sizes[9] == min(sizes.values()) and sizes[0] == max(sizes.values())
+    assert sizes[1] < 0.5 * sizes[0]
+
+
+@pytest.mark.parametrize("level", [-1, 10, 1.0, True, "1", None])
+def test_a_level_outside_0_to_9_is_refused_before_anything_is_written(tmp_path, level):
+    with pytest.raises(ValueError, match=r"png_compress_level: got .*; expected an int in 0\.\.9"):
+        ExportWriter(tmp_path / "e", {"name": "e"}, png_compress_level=level)
+    assert not (tmp_path / "e").exists()
+    with pytest.raises(ValueError, match=r"compress_level: got .*; expected an int in 0\.\.9"):
+        encode_png(np.zeros((1, 1), np.uint8), level)

@@ -67,6 +67,7 @@ from armory_datasets.store.manifest import (
 from armory_datasets.store.media_writer import MediaWriter
 from armory_datasets.store.merge import Contribution, merge
 from armory_datasets.store.parquet_writer import TableWriter, part_paths, read_keys, unified_schema
+from armory_datasets.store.png import check_compress_level
 from armory_datasets.store.replace import Replacement, names_disk_full
 from armory_datasets.untrusted import DamagedExportError, damaged
 
@@ -85,7 +86,7 @@ class ExportWriter:
         resume: continue an interrupted export in ``export_dir`` (see module docstring).
         overwrite: replace a complete export (or foreign files) in ``export_dir``.
         fiftyone: build the FiftyOne dataset at close (imports fiftyone only then).
-        png_compress_level: zlib level of the lossless PNGs (0..9).
+        png_compress_level: deflate level of the lossless PNGs, 0..9 (``store.png.encode_png``).
         rows_per_group, rows_per_part, seconds_per_part: Parquet streaming knobs.
 
     Example:
@@ -119,6 +120,7 @@ class ExportWriter:
         if size > MAX_EVALUATION_INFO_BYTES:
             raise ValueError(f"evaluation_info: {size} bytes; expected at most "
                              f"{MAX_EVALUATION_INFO_BYTES} (it is stored in the FiftyOne dataset)")
+        check_compress_level(png_compress_level, "png_compress_level")
         self.fiftyone = fiftyone
         self.png_compress_level = png_compress_level
         self._table_options = dict(rows_per_group=rows_per_group, rows_per_part=rows_per_part,
