@@ -305,3 +305,39 @@ def test_parquet_only_export_never_imports_fiftyone(tmp_path):
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+_leaves = st.one_of(st.none(), st.text(max_size=5), st.floats(allow_nan=False), st.integers(-5, 5))
+
+
+@st.composite
+def _arrow_arrays(draw):
+    """Arrays of one nested type (strings, lists, structs, nulls), sometimes a slice."""
+    kind = draw(st.sampled_from(["string", "float", "list", "list_of_lists", "struct"]))
+    value = {"string": st.text(max_size=9), "float": st.floats(allow_nan=False),
+             "list": st.lists(st.text(max_size=4), max_size=4),
+             "list_of_lists": st.lists(st.lists(st.integers(0, 9), max_size=3), max_size=3),
+             "struct": st.fixed_dictionaries({"a": st.text(max_size=4), "bb": st.lists(st.floats(0, 1), max_size=3)}),
+             }[kind]
+    rows = draw(st.lists(st.none() | value, min_size=1, max_size=8).filter(lambda r: any(v is not None for v in r)))
+    array = pa.array(rows)
+    start = draw(st.integers(0, len(rows) - 1))
+    return array.slice(start, draw(st.integers(1, len(rows) - start)))
+
+
+@given(_arrow_arrays())
+@settings(max_examples=200, deadline=None)
+def test_the_record_size_bound_is_never_below_the_rows_estimates(array):
+    """check_record_size skips its pass over the rows when this bound fits: it must hold."""
+    from armory_datasets.store.column_types import _row_bytes, _total_bytes
+
+    assert _total_bytes(array) >= int(np.broadcast_to(_row_bytes(array), len(array)).sum())
+
+
+def test_rows_that_fit_are_accepted_even_when_the_batch_is_over_the_record_limit():
+    from armory_datasets.store.column_types import MAX_RECORD_BYTES, check_record_size
+
+    third = pa.array(["x" * (MAX_RECORD_BYTES // 3)] * 4)  # 4/3 of the limit in all, each row fits
+    check_record_size({"notes": third}, 4)
+    with pytest.raises(ValueError, match=r"record at position 2: about 8 MiB \(column 'notes'"):
+        check_record_size({"notes": pa.array(["", "", "x" * MAX_RECORD_BYTES, ""])}, 4)
