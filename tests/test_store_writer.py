@@ -307,9 +307,6 @@ def test_parquet_only_export_never_imports_fiftyone(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-_leaves = st.one_of(st.none(), st.text(max_size=5), st.floats(allow_nan=False), st.integers(-5, 5))
-
-
 @st.composite
 def _arrow_arrays(draw):
     """Arrays of one nested type (strings, lists, structs, nulls), sometimes a slice."""
@@ -317,9 +314,11 @@ def _arrow_arrays(draw):
     value = {"string": st.text(max_size=9), "float": st.floats(allow_nan=False),
              "list": st.lists(st.text(max_size=4), max_size=4),
              "list_of_lists": st.lists(st.lists(st.integers(0, 9), max_size=3), max_size=3),
-             "struct": st.fixed_dictionaries({"a": st.text(max_size=4), "bb": st.lists(st.floats(0, 1), max_size=3)}),
+             "struct": st.fixed_dictionaries({"a": st.text(max_size=4),
+                                              "bb": st.lists(st.floats(0, 1), max_size=3)}),
              }[kind]
-    rows = draw(st.lists(st.none() | value, min_size=1, max_size=8).filter(lambda r: any(v is not None for v in r)))
+    rows = draw(st.lists(st.none() | value, min_size=1, max_size=8)
+                .filter(lambda r: any(v is not None for v in r)))
     array = pa.array(rows)
     start = draw(st.integers(0, len(rows) - 1))
     return array.slice(start, draw(st.integers(1, len(rows) - start)))

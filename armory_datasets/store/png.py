@@ -38,7 +38,8 @@ def encode_png(pixels: np.ndarray, compress_level: int = 1, text: dict[str, str]
     """PNG bytes of ``(H, W)`` or ``(H, W, C)`` pixels: uint8 with C in 1, 3, 4, or uint16 gray.
 
     ``compress_level`` (0..9): 1, the default, is ISA-L's fast level; 0 (stored) and 2-9
-    are zlib's, 9 the smallest files and several times slower. ``text`` becomes ``tEXt`` chunks (Latin-1 keys and values).
+    are zlib's, 9 the smallest files and several times slower. ``text`` becomes ``tEXt``
+    chunks (Latin-1 keys and values).
 
     Example:
         >>> encode_png(np.zeros((1, 1), np.uint16), text={"k": "v"})[:8] == SIGNATURE
