@@ -220,12 +220,16 @@ def check_record_size(columns: Mapping[str, pa.Array], n: int, where: str = "rec
                          f"which a FiftyOne sample (one MongoDB document) can hold")
 
 
+def _bytes_like(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) \
+        or pa.types.is_large_binary(t)
+
+
 def _total_bytes(array: pa.Array) -> int:
     """At least the sum of :func:`_row_bytes` over ``array``'s rows, from its sizes alone
     (a slice may count its parent's values: an over-estimate, which only costs the exact pass)."""
     t, n = array.type, len(array)
-    if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) \
-            or pa.types.is_large_binary(t):
+    if _bytes_like(t):
         return array.get_total_buffer_size() + 8 * n
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return _total_bytes(array.values) + 8 * len(array.values) + 8 * n
@@ -238,8 +242,7 @@ def _row_bytes(array: pa.Array) -> np.ndarray | int:
     """Estimated bytes of each row of ``array``; an int when every row has the same (the
     common case of fixed-width columns, checked once per batch)."""
     t = array.type
-    if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) \
-            or pa.types.is_large_binary(t):
+    if _bytes_like(t):
         large = pa.types.is_large_string(t) or pa.types.is_large_binary(t)
         offsets = np.frombuffer(array.buffers()[1], np.int64 if large else np.int32)
         lengths = np.diff(offsets[array.offset:array.offset + len(array) + 1]).astype(np.int64)
