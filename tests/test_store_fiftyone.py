@@ -186,3 +186,26 @@ def test_app_config_groups_and_ticks_labels_and_heatmaps(tmp_path):
     assert {"record_key", "chain", "sample_index", "ig_path"} <= set(groups["keys"])
     assert config.active_fields.paths == ["ground_truth", "prediction", "ig"]
     assert config.color_scheme.colorscales == [{"path": "ig", "name": "viridis"}]
+
+
+@pytest.mark.parametrize("insert_batch", [2048, 3])
+def test_fields_seen_only_in_later_documents_are_declared(tmp_path, monkeypatch, insert_batch):
+    # One insert batch: the dataset is declared before the insert (while the indexes are
+    # made); several: after it, once every document is made. Either way a column with
+    # values only in the last records is a declared field with its App group.
+    import armory_datasets.store.fiftyone_import as fi
+
+    monkeypatch.setattr(fi, "INSERT_BATCH", insert_batch)
+    with ExportWriter(tmp_path / "e", {"name": f"late-{insert_batch}"}) as writer:
+        for i in range(5):
+            late = {"late_score": 0.5} if i == 4 else {}
+            writer.add("e", "benign", i, {"target": 0, "prediction": 0, "correct": True, **late},
+                       batch=i, position=0, image=np.zeros((2, 2, 3), np.uint8))
+            writer.end_batch()
+    dataset = import_fiftyone().load_dataset(writer.manifest["fiftyone"]["dataset"])
+    assert dataset.count() == 5
+    assert dataset.get_field("late_score") is not None
+    assert dataset.values("late_score") == [None] * 4 + [0.5]
+    groups = {group.name: group.paths for group in dataset.app_config.sidebar_groups}
+    assert "late_score" in groups["metrics"]
+    assert dataset.list_saved_views() == [BY_SAMPLE_VIEW]

@@ -341,18 +341,24 @@ def _build(export_dir: Path, manifest: dict[str, Any], name: str, overwrite: boo
     builder = SampleDocuments(export_dir, schema, manifest["class_names"], new.id, parts,
                               media.legacy_heatmap_cache(manifest["export_id"]))
     documents = builder.documents()
-    # Made while the database makes the indexes: the first documents and, when they are
-    # all of them, the fields and App config they need.
+
+    def declare() -> None:  # the fields and App config of the documents made
+        declare_dataset(new, *_declarations(fo, schema, builder), {BY_SAMPLE_VIEW: [by_sample(fo)]},
+                        description=manifest["evaluation"]["description"],
+                        default_classes=manifest["class_names"])
+
+    # While the database makes the indexes: the first documents and, when they are all
+    # of them, the dataset's declaration, so that only their insert waits for the indexes.
     first = list(islice(documents, INSERT_BATCH))
-    declarations = None if len(first) == INSERT_BATCH else _declarations(fo, schema, builder)
+    complete = len(first) < INSERT_BATCH
+    if complete:
+        declare()
     collection.indexes.result()
     # Fixed-size batches keep memory flat (FiftyOne's default batcher grows them to 100k).
     foo.insert_documents(chain(first, documents), foo.get_db_conn()[collection.name],
                          progress=False, batcher=partial(fou.StaticBatcher, batch_size=INSERT_BATCH))
-    fields, config = declarations or _declarations(fo, schema, builder)
-    declare_dataset(new, fields, config, {BY_SAMPLE_VIEW: [by_sample(fo)]},
-                    description=manifest["evaluation"]["description"],
-                    default_classes=manifest["class_names"])
+    if not complete:
+        declare()
     return name
 
 
