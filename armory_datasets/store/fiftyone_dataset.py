@@ -8,8 +8,8 @@ documents are built in memory with FiftyOne's ODM classes (``DatasetDocument``,
 ``fiftyone.core.dataset`` builds them, and written in two round trips:
 :func:`insert_dataset` (the empty dataset, whose ``info`` says who owns it) and
 :func:`declare_dataset` (its schema, App config and saved views, once every sample
-document is made). ``fo.load_dataset`` reads the result as any other dataset; the tests check it
-against what FiftyOne's API makes. The sample collection and its indexes (FiftyOne's
+document is made). ``fo.load_dataset`` reads the result as any other dataset; the tests
+check it against what FiftyOne's API makes. The sample collection and its indexes (FiftyOne's
 three defaults and the caller's) are made first, by :func:`new_sample_collection` in a
 thread, so that the database builds them while the caller does other work.
 
