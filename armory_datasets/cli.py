@@ -139,7 +139,9 @@ def _write(table: Any, fmt: str, output: str | None) -> None:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        pq.write_table(table, output)
+        from armory_datasets.store.parquet_writer import parquet_options
+
+        pq.write_table(table, output, **parquet_options(table.schema))
         return
     if fmt == "json":
         text = json.dumps(table.to_pylist(), default=str, indent=1) + "\n"

@@ -46,6 +46,7 @@ from armory_datasets.store.manifest import (
     read_manifest,
     write_manifest,
 )
+from armory_datasets.store.parquet_writer import parquet_options
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.untrusted import DamagedExportError, UnsafePathError, heatmap_fields, inside_export
 
@@ -394,7 +395,7 @@ class _Check:
             if changed:  # rows dropped: the original goes to quarantine, the rest stays
                 self.quarantine(part)
                 tmp = part.with_name(part.name + ".tmp")
-                pq.write_table(table, tmp, compression="zstd")
+                pq.write_table(table, tmp, **parquet_options(table.schema))
                 os.replace(tmp, part)
             listed.append(part.name)
         table_dir = self.root / TABLE

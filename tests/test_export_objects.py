@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 import armory_datasets
@@ -163,6 +164,25 @@ def test_objects_table_has_every_box_and_reads_in_pandas_pyarrow_duckdb(random_e
         assert (box["label"], box["x_min"], box["match"]) == (row.label, row.x_min, row.match)
         assert row.label_name == CLASS_NAMES[row.label]
         assert row.area == pytest.approx((box["x_max"] - box["x_min"]) * (box["y_max"] - box["y_min"]))
+
+
+def test_only_repeated_strings_are_dictionary_encoded_in_every_parquet_file(random_export):
+    """Chains, exporters, kinds, matches and label names repeat: dictionary pages. Keys,
+    paths and numbers would only build a dictionary to drop it (slower, larger files)."""
+    repeated = {"chain", "ground_truth_objects.list.element.match", "predicted_objects.list.element.match"}
+    expected = {
+        "table": repeated | {"export_id", "exporters.list.element"},
+        "objects": {"chain", "export_id", "kind", "label_name", "match"},
+        "media/images/metadata.parquet": repeated,
+    }
+    for folder, columns in expected.items():
+        paths = [random_export / folder] if folder.endswith(".parquet") else sorted((random_export / folder).glob("part-*"))
+        assert paths
+        for path in paths:
+            meta = pq.ParquetFile(path).metadata
+            encoded = {meta.schema.column(i).path for g in range(meta.num_row_groups) for i in range(meta.num_columns)
+                       if "RLE_DICTIONARY" in meta.row_group(g).column(i).encodings}
+            assert encoded == columns, path
 
 
 @pytest.mark.parametrize("where", ['kind == "pred" & score > 0.8 & match == "fp"',

@@ -34,6 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from armory_datasets.store.parquet_writer import parquet_options, part_paths
+
 __all__ = ["CARD_FILE", "METADATA_FILE", "hf_label_metadata", "write_dataset_card"]
 
 CARD_FILE = "README.md"
@@ -91,8 +93,6 @@ def write_dataset_card(export_dir: str | Path, manifest: dict[str, Any],
         >>> pq.read_table(path / METADATA_FILE).column("file_name")[0].as_py()
         'benign/00000000.png'
     """
-    from armory_datasets.store.parquet_writer import part_paths
-
     export_dir = Path(export_dir)
     parts = part_paths(export_dir / "table") if parts is None else parts
     images = export_dir / "media" / "images"
@@ -111,7 +111,8 @@ def write_dataset_card(export_dir: str | Path, manifest: dict[str, Any],
     metadata = table.select(names).add_column(0, "file_name", pa.array(file_names, pa.string()))
     metadata = metadata.filter(pc.is_valid(metadata.column("file_name")))
     metadata = metadata.replace_schema_metadata(hf_label_metadata(manifest.get("class_names")))
-    _write_atomic(export_dir / METADATA_FILE, lambda tmp: pq.write_table(metadata, tmp))
+    _write_atomic(export_dir / METADATA_FILE, lambda tmp: pq.write_table(
+        metadata, tmp, **parquet_options(metadata.schema)))
     evaluation = manifest.get("evaluation", {})
     card = _CARD.format(name=evaluation.get("name") or export_dir.name,
                         description=evaluation.get("description") or "",

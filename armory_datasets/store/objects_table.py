@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from armory_datasets.schema import SCHEMAS_DIR, load_vocabulary
 from armory_datasets.store.manifest import OBJECTS_DIR
+from armory_datasets.store.parquet_writer import parquet_options
 
 __all__ = ["OBJECTS_VOCABULARY", "OBJECT_COLUMNS", "objects_of", "write_objects"]
 
@@ -125,7 +126,8 @@ def write_objects(export_dir: Path, parts: list[Path], class_names: list[str] | 
         tmp = folder / f".{part.name}.{os.getpid()}.tmp"
         # Sorted so that row-group statistics let a selective query ("fp above 0.8") skip
         # most of the file; record_key and index still name each box's record and place.
-        pq.write_table(objects.sort_by(SORT_ORDER), tmp, row_group_size=ROWS_PER_GROUP)
+        pq.write_table(objects.sort_by(SORT_ORDER), tmp, row_group_size=ROWS_PER_GROUP,
+                       **parquet_options(objects.schema))
         os.replace(tmp, folder / part.name)
         written.append(part.name)
     if folder.is_dir():

@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +37,41 @@ import pyarrow.parquet as pq
 
 PART_GLOB = "part-*.parquet"
 TABLE_METADATA = {b"armory_datasets.table": b"1"}
+_UNIQUE_STRINGS = ("record_key", "file_name")  # and every "*_path": one value per record
+
+
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """The writer options of an export's Parquet files: zstd, and dictionary encoding
+    only for the string columns whose values repeat (chains, exporters, matches, a
+    metadata column's categories), not for keys, paths and numbers.
+
+    pyarrow's default dictionary-encodes every column; on unique strings and floats the
+    dictionary is built, overflows and is dropped. Writing a 4,096-row classification row
+    group without them takes half the time, and the file is a third smaller.
+
+    Example:
+        >>> schema = pa.schema([("record_key", pa.string()), ("chain", pa.string()),
+        ...                     ("exporters", pa.list_(pa.string())), ("target", pa.int64())])
+        >>> parquet_options(schema)
+        {'compression': 'zstd', 'use_dictionary': ['chain', 'exporters.list.element']}
+    """
+    repeated = []
+    for field in schema:
+        if field.name not in _UNIQUE_STRINGS and not field.name.endswith("_path"):
+            repeated += _string_leaves(field.name, field.type)
+    return {"compression": "zstd", "use_dictionary": repeated}
+
+
+def _string_leaves(path: str, arrow_type: pa.DataType) -> list[str]:
+    """The Parquet column paths of the string leaves of a column (pyarrow writes a list's
+    values as ``{path}.list.element``)."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return [path]
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _string_leaves(f"{path}.list.element", arrow_type.value_type)
+    if pa.types.is_struct(arrow_type):
+        return [leaf for child in arrow_type for leaf in _string_leaves(f"{path}.{child.name}", child.type)]
+    return []
 
 
 def part_paths(table_dir: Path) -> list[Path]:
@@ -81,7 +117,7 @@ def conform_parts(table_dir: Path, schema: pa.Schema | None = None,
         if source.schema_arrow.equals(schema):
             continue
         tmp = _tmp_path(path)
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as sink:
+        with pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as sink:
             for group in range(source.num_row_groups):
                 table = conform(source.read_row_group(group), schema)
                 sink.write_table(table, row_group_size=table.num_rows)
@@ -266,7 +302,7 @@ class TableWriter:
     def _open_part(self) -> None:
         self.table_dir.mkdir(parents=True, exist_ok=True)
         self._tmp = _tmp_path(self._part_path())
-        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, **parquet_options(self.schema))
 
     def _own_parts(self) -> list[Path]:
         return sorted(self.table_dir.glob(f"{self._prefix}-[0-9][0-9][0-9][0-9][0-9].parquet"))
