@@ -106,9 +106,10 @@ def write_dataset_card(export_dir: str | Path, manifest: dict[str, Any],
     names = [c for c in LABEL_COLUMNS  # the task's label columns (the others are all null)
              if c in table.column_names and table.column(c).null_count < table.num_rows]
     prefix = "media/images/"
-    file_names = [p[len(prefix):] if isinstance(p, str) and p.startswith(prefix) else None
-                  for p in table.column("image_path").to_pylist()]
-    metadata = table.select(names).add_column(0, "file_name", pa.array(file_names, pa.string()))
+    paths = table.column("image_path")
+    file_names = pc.if_else(pc.starts_with(paths, prefix), pc.utf8_slice_codeunits(paths, len(prefix)),
+                            pa.scalar(None, pa.string()))
+    metadata = table.select(names).add_column(0, "file_name", file_names)
     metadata = metadata.filter(pc.is_valid(metadata.column("file_name")))
     metadata = metadata.replace_schema_metadata(hf_label_metadata(manifest.get("class_names")))
     _write_atomic(export_dir / METADATA_FILE, lambda tmp: pq.write_table(
