@@ -20,7 +20,7 @@ Prints a table with each measurement, its target and whether it is met:
    its threads: the export encodes and writes its PNGs in a second thread; mongod's
    share of the FiftyOne insert is in neither); the wall-time ratio is printed beside
    it. Issue #8 set these bounds against PNG encoding alone in memory, when encoding
-   was Pillow's. The export's encoder (``store/png.py``) is 7-10x faster, and on this
+   was Pillow's. The export's encoder (``store/png.py``) is 6.7-10x faster, and on this
    machine the files alone (encoding included) cost 1.15-1.4x the encoding at 224x224
    and 1.7-1.8x at 64x64: against encoding, the 224x224 bound would leave the rest of
    the export (records, Parquet, FiftyOne documents) 0-0.1x of the encoding's cost, and

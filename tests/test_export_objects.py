@@ -176,7 +176,8 @@ def test_only_repeated_strings_are_dictionary_encoded_in_every_parquet_file(rand
         "media/images/metadata.parquet": repeated,
     }
     for folder, columns in expected.items():
-        paths = [random_export / folder] if folder.endswith(".parquet") else sorted((random_export / folder).glob("part-*"))
+        folder_path = random_export / folder
+        paths = [folder_path] if folder.endswith(".parquet") else sorted(folder_path.glob("part-*"))
         assert paths
         for path in paths:
             meta = pq.ParquetFile(path).metadata
