@@ -10,8 +10,9 @@ documents are built in memory with FiftyOne's ODM classes (``DatasetDocument``,
 :func:`declare_dataset` (its schema, App config and saved views, once every sample
 document is made). ``fo.load_dataset`` reads the result as any other dataset; the tests
 check it against what FiftyOne's API makes. The sample collection and its indexes (FiftyOne's
-three defaults and the caller's) are made first, by :func:`new_sample_collection` in a
-thread, so that the database builds them while the caller does other work.
+three defaults and the caller's) come first, from :func:`new_sample_collection` in a
+thread, while the caller does other work: a spare that the previous build left is
+renamed into place (:mod:`~armory_datasets.store.spare_collections`), or a new one is made.
 
 Example:
     >>> from armory_datasets.database import import_fiftyone
@@ -36,6 +37,7 @@ from datetime import datetime, timezone
 from functools import cache
 from typing import Any
 
+from armory_datasets.store.spare_collections import make_spare_later, prepare_collection
 from armory_datasets.store.threads import background
 
 DEFAULT_INDEXES = ("filepath", "created_at", "last_modified_at")
@@ -85,8 +87,9 @@ class NewDataset:
 @contextmanager
 def new_sample_collection(indexes: tuple[Any, ...] = ()) -> Iterator[SampleCollection]:
     """Start making a sample collection with FiftyOne's default indexes and ``indexes``
-    (pymongo ``IndexModel``s) in the database, and return at once. On exit: wait for
-    them, and drop the collection unless :func:`insert_dataset` adopted it.
+    (pymongo ``IndexModel``s) in the database, from a spare when there is one, and
+    return at once. On exit: wait for them, and drop the collection unless
+    :func:`insert_dataset` adopted it; if it did, start making a spare for the next.
 
     Example:
         >>> from pymongo import IndexModel
@@ -103,10 +106,11 @@ def new_sample_collection(indexes: tuple[Any, ...] = ()) -> Iterator[SampleColle
 
     collection_id = ObjectId()
     with database_errors("connecting to make a FiftyOne sample collection"):
-        target = foo.get_db_conn()[f"samples.{collection_id}"]
+        database = foo.get_db_conn()
+    target = database[f"samples.{collection_id}"]
     models = [IndexModel(field) for field in DEFAULT_INDEXES] + list(indexes)
-    making = background("fiftyone-indexes").submit(target.create_indexes, models)
-    collection = SampleCollection(collection_id, making)
+    collection = SampleCollection(
+        collection_id, background("fiftyone-indexes").submit(prepare_collection, database, target.name, models))
     try:
         yield collection
     finally:
@@ -116,6 +120,8 @@ def new_sample_collection(indexes: tuple[Any, ...] = ()) -> Iterator[SampleColle
                 target.drop()
             except ConnectionFailure:
                 pass  # the database went away: the error of the work it was for is the one to show
+    if collection.adopted:
+        make_spare_later(database, models)  # the next dataset's, unless one is left
 
 
 def insert_dataset(name: str, info: dict[str, Any], collection: SampleCollection) -> NewDataset:
