@@ -1,7 +1,7 @@
 """Spare sample collections: made after one dataset is built, renamed into the next.
 
 A new sample collection with FiftyOne's indexes and ours is six WiredTiger tables, and
-the database makes each one durable as it creates it (seven fsyncs a table, traced).
+the database makes each one durable as it creates it (six fdatasync calls a table, traced).
 That costs 25-40 ms on this machine's disk whatever the export's size, and it is the
 largest fixed cost of a small export. Renaming a collection within its database changes
 only the catalog (about 1 ms). So a build renames a spare collection with its indexes
