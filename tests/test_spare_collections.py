@@ -40,9 +40,13 @@ def spares(database) -> list[str]:
     return sorted(n for n in database.list_collection_names() if n.startswith(SPARE_PREFIX))
 
 
-def indexes_of(database, dataset_name: str) -> dict[str, bool]:
-    collection = database[import_fiftyone().load_dataset(dataset_name)._sample_collection_name]
+def unique_flags(collection) -> dict[str, bool]:
+    """Each index of ``collection``: whether it is unique."""
     return {name: bool(info.get("unique")) for name, info in collection.index_information().items()}
+
+
+def indexes_of(database, dataset_name: str) -> dict[str, bool]:
+    return unique_flags(database[import_fiftyone().load_dataset(dataset_name)._sample_collection_name])
 
 
 def export(tmp_path, name: str, n: int = 20) -> str:
@@ -107,8 +111,7 @@ def test_builds_racing_for_one_spare_each_get_a_complete_collection(database):
     assert failures == []
     assert spare not in spares(database)
     for target in targets:
-        unique = {n: bool(i.get("unique")) for n, i in database[target].index_information().items()}
-        assert unique == EXPECTED
+        assert unique_flags(database[target]) == EXPECTED
         database.drop_collection(target)
 
 
