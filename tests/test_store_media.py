@@ -1,4 +1,5 @@
-"""Heatmap files: 16-bit PNGs the App decodes, values recoverable, names that follow content."""
+"""Media files: 16-bit PNG heatmaps the App decodes, values recoverable, names that follow
+content; images and maps created under their names, a file or link found there replaced."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from armory_datasets.store.media import HEATMAP_LEVELS, read_heatmap, write_heatmap
+from armory_datasets.store.media import (
+    HEATMAP_LEVELS,
+    encode_heatmap,
+    heatmap_relpath,
+    read_heatmap,
+    write_heatmap,
+    write_png,
+)
 
 
 @pytest.mark.parametrize("low, high", [(0.0, 1.0), (-3e-4, 7e-4), (-250.0, 1e4), (5.0, 5.0)])
@@ -60,3 +68,33 @@ def test_a_png_without_the_range_chunk_is_refused(tmp_path):
     Image.fromarray(np.zeros((2, 2), np.uint16)).save(path)
     with pytest.raises(ValueError, match="plain.png: expected a 16-bit grayscale heatmap PNG"):
         read_heatmap(path)
+
+
+def _pixels(value: int) -> np.ndarray:
+    return np.full((4, 5, 3), value, np.uint8)
+
+
+def test_an_image_is_created_under_its_name_and_a_torn_one_is_replaced_whole(tmp_path):
+    path = tmp_path / "media/images/benign/00000001.png"
+    write_png(path, _pixels(7))
+    assert np.array_equal(np.asarray(Image.open(path)), _pixels(7))
+    path.write_bytes(path.read_bytes()[:20])  # what a killed export leaves
+    write_png(path, _pixels(9))  # a resumed export writes the record again
+    assert np.array_equal(np.asarray(Image.open(path)), _pixels(9))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["00000001.png"]
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_link_under_a_media_name_is_replaced_never_written_through(tmp_path, link):
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not the export's")
+    path = tmp_path / "e/media/images/benign/00000001.png"
+    heat = tmp_path / "e" / heatmap_relpath("ig", "benign", 1, encode_heatmap(np.eye(2)))
+    for planted in (path, heat):
+        planted.parent.mkdir(parents=True)
+        planted.symlink_to(outside) if link == "symlink" else planted.hardlink_to(outside)
+    write_png(path, _pixels(3))
+    assert tmp_path / "e" / write_heatmap(tmp_path / "e", "ig", "benign", 1, np.eye(2)) == heat
+    assert outside.read_bytes() == b"not the export's"
+    assert not path.is_symlink() and np.array_equal(np.asarray(Image.open(path)), _pixels(3))
+    assert not heat.is_symlink() and read_heatmap(heat).tolist() == [[1.0, 0.0], [0.0, 1.0]]
