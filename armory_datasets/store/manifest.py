@@ -175,6 +175,8 @@ def validate_manifest(doc: dict[str, Any]) -> None:
     """
     version = doc.get("manifest_version") if isinstance(doc, dict) else None
     validator = _validator(version if version in SUPPORTED_VERSIONS["manifest_version"] else MANIFEST_VERSION)
+    if validator.is_valid(doc):  # a third faster than collecting (no) errors: every write checks
+        return
     errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.path])
     if errors:
         error = errors[0]
