@@ -14,7 +14,7 @@ Prints a table with each measurement, its target and whether it is met:
    building, criterion, validation, uint8 conversion, PNG files, Parquet, FiftyOne
    documents), the marginal cost (T(2n) - T(n)) / n so that the fixed per-export cost
    (FiftyOne dataset, indexes) is printed apart, against the same PNG files alone:
-   encoded with the export's encoder at its level (1, the default), written and renamed
+   encoded with the export's encoder at its level (1, the default), written
    as the export writes them, one file per image (FiftyOne needs a file per sample).
    Targets: <= 3x at 64x64, <= 1.3x at 224x224, judged on CPU time, the process's (all
    its threads: the export encodes and writes its PNGs in a second thread; mongod's
@@ -140,8 +140,8 @@ def png_alone(images: np.ndarray, encode) -> tuple[float, float]:
 
 
 def png_files_alone(images: np.ndarray, folder: Path) -> tuple[float, float]:
-    """(wall, CPU) seconds to write every image as the export does (encode, write a
-    ``.tmp``, rename), into an empty, synced ``folder``: the cost of the files alone."""
+    """(wall, CPU) seconds to write every image as the export does (encode, create the
+    file under its name, write), into an empty, synced ``folder``: the files alone."""
     from armory_datasets.store.media import write_png
 
     shutil.rmtree(folder, ignore_errors=True)
