@@ -63,7 +63,7 @@ def archive_format(archive: str | Path) -> str:
 class UnpackLimits:
     """What :func:`unpack_export` extracts at most; raise them for exports beyond these.
 
-    The defaults fit real exports with room to spare (PNGs and zstd Parquet barely
+    The defaults fit real exports with room to spare (PNGs and compressed Parquet barely
     compress; a digits export packs at a ratio of about 3) and stop archive bombs.
 
     Example:

@@ -1,7 +1,7 @@
 """Query benchmark: ``open_export(p).table(where=...)`` vs pandas on a 1,000,000-record export.
 
 Builds an export directory the cheap way: table parts written by the store's own
-``TableWriter`` (vocabulary schema, default 4,096-row groups, 100,000-row parts, zstd)
+``TableWriter`` (vocabulary schema, default 4,096-row groups, 100,000-row parts, Snappy)
 in the order an export writes them (per chain, batch by batch), and a complete
 manifest; no media. Then, in one run:
 

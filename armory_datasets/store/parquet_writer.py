@@ -41,25 +41,29 @@ _UNIQUE_STRINGS = ("record_key", "file_name")  # and every "*_path": one value p
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
-    """The writer options of an export's Parquet files: zstd, and dictionary encoding
+    """The writer options of an export's Parquet files: Snappy, and dictionary encoding
     only for the string columns whose values repeat (chains, exporters, matches, a
     metadata column's categories), not for keys, paths and numbers.
 
     pyarrow's default dictionary-encodes every column; on unique strings and floats the
     dictionary is built, overflows and is dropped. Writing a 4,096-row classification row
-    group without them takes half the time, and the file is a third smaller.
+    group without them takes half the time, and the file is a third smaller. Snappy
+    (pyarrow's and Spark's default codec) over zstd: zstd sets up a compressor per column
+    chunk, which doubles a 32-row group's write (2.1 against 1.1 ms) and costs 40% more at
+    4,096 rows (8.9 against 6.4 ms), for files a quarter smaller; media are most of an
+    export's bytes.
 
     Example:
         >>> schema = pa.schema([("record_key", pa.string()), ("chain", pa.string()),
         ...                     ("exporters", pa.list_(pa.string())), ("target", pa.int64())])
         >>> parquet_options(schema)
-        {'compression': 'zstd', 'use_dictionary': ['chain', 'exporters.list.element']}
+        {'compression': 'snappy', 'use_dictionary': ['chain', 'exporters.list.element']}
     """
     repeated = []
     for field in schema:
         if field.name not in _UNIQUE_STRINGS and not field.name.endswith("_path"):
             repeated += _string_leaves(field.name, field.type)
-    return {"compression": "zstd", "use_dictionary": repeated}
+    return {"compression": "snappy", "use_dictionary": repeated}
 
 
 def _string_leaves(path: str, arrow_type: pa.DataType) -> list[str]:
