@@ -11,7 +11,7 @@ written before hold float32 TIFFs; ``read_heatmap`` reads both.
 
 A new file is created under its final name with ``O_EXCL`` (never through a link found
 there) and written; a name that exists is replaced atomically, through ``{path}.{pid}.tmp``
-and ``os.replace``. The rename costs a quarter of a small image's file time, and a
+and ``os.replace``. The rename cost about a fifth of a small image's file time, and a
 half-written file under its final name is never read: the export flushes the media
 before it finishes the table part that names them, and a resumed export writes again
 every record of an unfinished part, replacing its file.
