@@ -260,6 +260,21 @@ def test_resume_skips_finished_records_and_keeps_the_export_id(tmp_path):
     assert read_manifest(tmp_path / "e")["counts"]["records"] == 6
 
 
+def test_resume_replaces_the_torn_image_of_a_record_whose_part_was_not_finished(tmp_path):
+    from PIL import Image
+
+    interrupted_export(tmp_path / "e", batches=2)  # records 0-3 are in finished parts
+    torn = tmp_path / "e" / "media" / "images" / "benign" / "00000004.png"
+    torn.write_bytes(b"\x89PNG\r\n\x1a\n half")  # what a kill mid-write leaves under the name
+    with writer(tmp_path / "e") as w:
+        w.register_exporter("a", "T", "always()", {"k": 1})
+        for b in range(3):
+            add_batch(w, "a", "benign", [2 * b, 2 * b + 1], batch=b, target=[0, 1])
+            w.end_batch()
+    assert np.array_equal(np.asarray(Image.open(torn)), images(2)[0])
+    assert read(tmp_path / "e").column("image_path").to_pylist()[4] == "media/images/benign/00000004.png"
+
+
 def test_resume_refuses_other_exporters_or_evaluations_and_resume_false(tmp_path):
     interrupted_export(tmp_path / "e", batches=1)
     with pytest.raises(ValueError, match="exporter 'a' was"):
