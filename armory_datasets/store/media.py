@@ -204,39 +204,41 @@ def legacy_heatmap_png(root: Path, relpath: str, cache: Path) -> Path:
     raise PermissionError(f"{relpath}: cannot write its PNG beside it nor under {cache}")
 
 
-_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC
+_CREATE_OR_TRUNCATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
 
 
 def _write_new(path: str | Path, content: bytes) -> None:
     """Create ``path`` and write ``content``; if the name exists (a file, or a link someone
-    left there), replace it atomically instead. The folder is made only when missing."""
+    left there), replace it atomically instead."""
     path = os.fspath(path)
     try:
-        try:
-            file = os.open(path, _CREATE_NEW, 0o666)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            file = os.open(path, _CREATE_NEW, 0o666)
+        file = _create(path, _CREATE_NEW)
     except FileExistsError:
         _write_atomic(path, content)
         return
-    with open(file, "wb", closefd=True) as stream:
+    with open(file, "wb") as stream:
         stream.write(content)
 
 
 def _write_atomic(path: str | Path, content: bytes) -> None:
     """Write ``{path}.{pid}.tmp`` (writers sharing a directory never share one), then rename
-    it to ``path``; the folder is made only when missing (a stat per file saved)."""
+    it to ``path``."""
     path = os.fspath(path)
     tmp = f"{path}.{os.getpid()}{TMP_SUFFIX}"
+    with open(_create(tmp, _CREATE_OR_TRUNCATE), "wb") as stream:
+        stream.write(content)
+    os.replace(tmp, path)
+
+
+def _create(path: str, flags: int) -> int:
+    """``os.open(path, flags)``, making the folder only when it is missing (a stat per file saved)."""
     try:
-        file = open(tmp, "wb")
+        return os.open(path, flags, 0o666)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        file = open(tmp, "wb")
-    with file:
-        file.write(content)
-    os.replace(tmp, path)
+        return os.open(path, flags, 0o666)
 
 
 def remove_tmp_files(root: Path) -> int:
