@@ -68,6 +68,7 @@ import pyarrow as pa
 
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store import media
+from armory_datasets.store.cyclic_gc import paused_cyclic_gc
 from armory_datasets.store.fiftyone_dataset import (
     SampleCollection,
     declare_dataset,
@@ -307,7 +308,8 @@ def _build_logged(export_dir: Path, manifest: dict[str, Any], name: str, overwri
     from armory_datasets.database import database_errors
 
     with (database_errors(f"building FiftyOne dataset {name!r} from {export_dir}"),
-          export_collection() if collection is None else nullcontext(collection) as collection):
+          export_collection() if collection is None else nullcontext(collection) as collection,
+          paused_cyclic_gc()):  # thousands of documents alive at once, none in a cycle
         return _build(export_dir, manifest, name, overwrite, collection, exists)
 
 
