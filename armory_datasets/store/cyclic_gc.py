@@ -9,6 +9,8 @@ collector on, every other build ran a full collection of 230-280 ms; builds took
 (median; 323 ms of CPU) against 280 ms (206 ms) paused. The sample documents hold no
 reference cycles, so reference counting frees them; the few cycles that FiftyOne's own
 document classes make (the dataset's declaration) wait for the first collection after.
+The pause is the process's: for the length of a build, other threads' cyclic garbage
+waits for that collection too.
 Mercurial pauses the collector the same way (``util.nogc``) while it builds large
 containers; written here because no library offers a pause that nests across threads.
 
