@@ -99,10 +99,12 @@ def write_dataset_card(export_dir: str | Path, manifest: dict[str, Any],
     if not parts or not images.is_dir():
         return
     # Part by part: a dataset scan costs more per part than these columns in a small export.
-    files = [pq.ParquetFile(p) for p in parts]
-    table = pa.concat_tables([f.read(columns=[c for c in ("image_path", *LABEL_COLUMNS)
-                                              if c in f.schema_arrow.names]) for f in files],
-                             promote_options="default")
+    tables = []
+    for part in parts:
+        file = pq.ParquetFile(part)
+        names = file.schema_arrow.names  # converted from the footer on each access: once per part
+        tables.append(file.read(columns=[c for c in ("image_path", *LABEL_COLUMNS) if c in names]))
+    table = pa.concat_tables(tables, promote_options="default")
     names = [c for c in LABEL_COLUMNS  # the task's label columns (the others are all null)
              if c in table.column_names and table.column(c).null_count < table.num_rows]
     prefix = "media/images/"
