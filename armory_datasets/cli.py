@@ -1,7 +1,8 @@
 """The ``armory-datasets`` command: inspect, query, serve, share exports; run the demo.
 
-Exit codes: 0 success; 2 usage errors and bad criteria (the message points a caret
-at the error); 1 anything else (one line, or a traceback with ``--debug``).
+Exit codes: 0 success; 2 usage errors, bad criteria (the message points a caret at the
+error) and SQL that does not fit the export; 1 anything else (one line, or a traceback
+with ``--debug``).
 
 Example::
 
@@ -400,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, parents=[common],
         description="Inspect, query, serve and share armory_datasets exports.",
-        epilog="exit codes: 0 ok, 2 usage error or bad criteria, 1 other errors")
+        epilog="exit codes: 0 ok, 2 usage error, bad criteria or SQL, 1 other errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -542,7 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["info", "/nonexistent"])
         1
     """
-    from armory_datasets.reading import CriterionError, IncompleteExportWarning, UnknownColumnError
+    from armory_datasets.reading import (CriterionError, IncompleteExportWarning, SQLQueryError,
+                                         UnknownColumnError)
 
     parser = build_parser()
     try:
@@ -573,7 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 message += _hint(error)
             print(f"{PROG} {args.command}: error: {message}{caret}", file=sys.stderr)
             return 2
-        except UsageError as error:
+        except (UsageError, SQLQueryError) as error:
             print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:

@@ -40,7 +40,7 @@ from armory_datasets.store.parquet_writer import TABLE_METADATA
 from armory_datasets.untrusted import DamagedExportError, damaged, inside_export
 
 __all__ = ["CriterionError", "DamagedExportError", "Export", "IncompleteExportWarning",
-           "UnknownColumnError", "listed_parts", "open_export", "part_schema"]
+           "SQLQueryError", "UnknownColumnError", "listed_parts", "open_export", "part_schema"]
 
 SQL_VIEW = "samples"
 """Name of the DuckDB view over the export's table in :meth:`Export.sql`."""
@@ -63,6 +63,19 @@ class CriterionError(ValueError):
     def __init__(self, message: str, text: str | None = None, position: int | None = None) -> None:
         self.text, self.position = text, position
         super().__init__(message)
+
+
+class SQLQueryError(ValueError):
+    """SQL that DuckDB cannot parse, or that names a table, column or function the
+    export's views (``samples``, ``objects``) do not have; DuckDB's own error is its cause.
+
+    Example:
+        >>> from armory_datasets.demo.tiny import tiny_export
+        >>> open_export(tiny_export()).sql("SELECT * FROM records")
+        Traceback (most recent call last):
+        ...
+        armory_datasets.reading.SQLQueryError: query: Catalog Error: Table with name records does not exist! ...; expected DuckDB SQL over the views 'samples' (one row per record) and 'objects' (one row per box), e.g. 'SELECT * FROM samples LIMIT 5'
+    """
 
 
 class UnknownColumnError(CriterionError):
@@ -401,9 +414,18 @@ class Export:
             [{'chain': 'benign', 'n': 8}, {'chain': 'noisy', 'n': 8}]
         """
         if not isinstance(query, str) or not query.strip():
-            raise ValueError(f"query: got {query!r}; expected SQL text such as "
-                             f"'SELECT * FROM {SQL_VIEW} LIMIT 5'")
-        relation = self.duckdb().sql(query)
+            raise SQLQueryError(f"query: got {query!r}; expected SQL text such as "
+                                f"'SELECT * FROM {SQL_VIEW} LIMIT 5'")
+        import duckdb
+
+        connection = self.duckdb()
+        try:
+            relation = connection.sql(query)
+        except (duckdb.ParserException, duckdb.CatalogException, duckdb.BinderException) as error:
+            raise SQLQueryError(
+                f"query: {' '.join(str(error).split())}; expected DuckDB SQL over the views "
+                f"{SQL_VIEW!r} (one row per record) and {OBJECTS_VIEW!r} (one row per box), "
+                f"e.g. 'SELECT * FROM {SQL_VIEW} LIMIT 5'") from error
         return pa.table({}) if relation is None else relation.to_arrow_table()
 
     def partitioned(self, by: Sequence[str] = ("chain",)) -> ds.Dataset:

@@ -101,6 +101,11 @@ def test_option_errors_exit_2(export):
         "query", export.path, "--sql", "SELECT 1", "--where", "correct", check_code=2).stderr
     assert "columns: unknown column 'nope'" in run(
         "query", export.path, "--columns", "record_key,nope", check_code=2).stderr
+    for sql, says in (("SELECT * FROM records", "Table with name records does not exist"),
+                      ("SELEC 1", "syntax error"), ("SELECT nope FROM samples", '"nope" not found')):
+        error = run("query", export.path, "--sql", sql, check_code=2).stderr
+        assert says in error and "expected DuckDB SQL over the views 'samples'" in error, error
+        assert error.count("\n") == 1  # one line, as every error
 
 
 def test_other_errors_exit_1_in_one_line_unless_debug(tmp_path):

@@ -19,7 +19,7 @@ from armory_datasets import open_export
 from armory_datasets.criteria import CriteriaSyntaxError
 from armory_datasets.database import import_fiftyone
 from armory_datasets.export.captum import CaptumImageClassificationExporter
-from armory_datasets.reading import CriterionError, IncompleteExportWarning, UnknownColumnError
+from armory_datasets.reading import CriterionError, IncompleteExportWarning, SQLQueryError, UnknownColumnError
 from armory_datasets.reading_fiftyone import dataset_name, match
 from armory_datasets.reading_torch import collate_detection
 from armory_datasets.store import ExportWriter
@@ -91,6 +91,20 @@ def test_sql_view_samples(full):
     assert table.column("n").to_pylist() == [96, 96]
     relation = full.duckdb().sql("SELECT record_key FROM samples WHERE NOT correct")
     assert {r for (r,) in relation.fetchall()} == keys(full.table("~correct"))
+
+
+@pytest.mark.parametrize("query, says", [
+    ("SELECT * FROM records", "Table with name records does not exist"),  # the view is 'samples'
+    ("SELEC chain FROM samples", "syntax error"),
+    ("SELECT nope FROM samples", 'column "nope" not found'),
+    ("SELECT no_such_function(chain) FROM samples", "no_such_function does not exist"),
+    ("   ", "got '   '"),
+])
+def test_sql_that_does_not_fit_the_views_names_them(full, query, says):
+    with pytest.raises(SQLQueryError, match="expected") as caught:
+        full.sql(query)
+    assert says in str(caught.value) and "'SELECT * FROM samples LIMIT 5'" in str(caught.value)
+    assert "\n" not in str(caught.value)  # DuckDB's multi-line message on one line
 
 
 def test_compare_chains_as_table_and_fiftyone_view(full):
