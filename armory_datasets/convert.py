@@ -214,20 +214,26 @@ def _quiet_merge_notice(record: logging.LogRecord) -> bool:
 
 def _write_hf(export: Export, root: Path, format: str, where: Where,
               splits: dict[str, np.ndarray], names: list[str]) -> None:
-    """One ``DatasetDict`` per chain, saved with its images embedded."""
+    """One ``DatasetDict`` per chain, saved with its images embedded, quietly (as the other
+    formats: ``datasets`` shows its progress bars again afterwards, if it did)."""
     import datasets
 
     from armory_datasets.hf import to_hf
 
     dataset = to_hf(export, where)
-    for chain in sorted(set(dataset["chain"])):
-        of_chain = dataset.filter(lambda chains: [c == chain for c in chains],
-                                  input_columns="chain", batched=True)
-        parts = {}
-        for split, indices in splits.items():
-            wanted = set(indices.tolist())
-            part = of_chain.filter(lambda ids: [i in wanted for i in ids],
-                                   input_columns="sample_index", batched=True)
-            if len(part):
-                parts[split] = part
-        datasets.DatasetDict(parts).save_to_disk(str(root / chain))
+    keys = dataset.select_columns(["chain", "sample_index"]).to_dict()
+    chains, sample_indices = np.array(keys["chain"], dtype=object), np.array(keys["sample_index"])
+    shown = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        for chain in sorted(set(keys["chain"])):
+            rows = np.flatnonzero(chains == chain)
+            parts = {}
+            for split, indices in splits.items():
+                chosen = rows[np.isin(sample_indices[rows], indices)]
+                if len(chosen):
+                    parts[split] = dataset.select(chosen)
+            datasets.DatasetDict(parts).save_to_disk(str(root / chain))
+    finally:
+        if shown:
+            datasets.enable_progress_bars()

@@ -130,6 +130,7 @@ def test_convert_writes_each_chain_and_refuses_bad_options_with_flag_names(expor
     done = run("convert", export.path, "--format", "hf", "--out", out, "--where", "~correct",
                "--split", "0.5,0.5")
     assert "noisy" in done.stdout and sorted(p.name for p in out.iterdir()) == ["noisy"]
+    assert done.stderr == ""  # quiet, as every format: no progress bars of `datasets`
     stderr = run("convert", export.path, "--format", "hf", "--out", tmp_path / "b",
                  "--split", "0.5,0.6", code=2).stderr
     assert "--split: got 0.5,0.6" in stderr
