@@ -16,6 +16,8 @@ import inspect
 import os
 import pkgutil
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -78,3 +80,14 @@ def test_the_package_has_examples_and_most_run() -> None:
                 skipped += bool(example.options.get(doctest.SKIP))
     assert attempted > 300
     assert skipped < 0.05 * attempted, f"{skipped} of {attempted} examples are skipped"
+
+
+def test_pytest_cannot_run_the_examples_outside_this_runner() -> None:
+    """``pytest --doctest-modules`` on the package would run the examples without the
+    session's private mongod and start FiftyOne's default database; the plugin is off
+    (pyproject.toml), so pytest collects nothing there. (This session's database settings
+    are passed on, so even a broken guard keeps the examples off the default database.)"""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "pytest", "--doctest-modules", "armory_datasets/database.py"],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 5 and "collected 0 items" in done.stdout, done.stdout + done.stderr
