@@ -32,7 +32,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from armory_datasets.criteria import CriteriaSyntaxError, Criterion, parse
-from armory_datasets.criteria.nodes import object_nodes
+from armory_datasets.criteria.nodes import format_name, object_nodes
 from armory_datasets.criteria.to_sql import quote_identifier, sql_literal
 from armory_datasets.schema import VOCABULARY, parse_arrow_type
 from armory_datasets.store.manifest import MANIFEST_FILE, SUPPORTED_VERSIONS, read_manifest
@@ -88,7 +88,10 @@ class UnknownColumnError(CriterionError):
                  text: str | None = None, position: int | None = None) -> None:
         self.column, self.available = column, list(available)
         close = difflib.get_close_matches(column, available, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = ""
+        if close:  # criteria write a name that is not an identifier in backticks
+            quoted = format_name(close[0])
+            hint = f" (did you mean {quoted if what == 'where' and quoted != close[0] else repr(close[0])}?)"
         super().__init__(f"{what}: unknown column {column!r}{hint}; this export has: "
                          f"{', '.join(available)}", text, position)
 

@@ -32,6 +32,15 @@ def test_errors_point_at_their_position(text, position):
     assert "^" in str(caught.value)
 
 
+@pytest.mark.parametrize("text,position,quoted", [
+    ("größe == 'a'", 2, "`größe`"), ("a == 1 & café > 2", 12, "`café`"), ("x > é", 4, "`é`")])
+def test_a_name_beyond_ascii_is_shown_in_backticks(text, position, quoted):
+    with pytest.raises(CriteriaSyntaxError, match=f"in backticks: {quoted}") as caught:
+        parse(text)
+    assert caught.value.position == position
+    assert parse(text.replace(quoted.strip("`"), quoted, 1)) is not None  # the advice parses
+
+
 def test_the_documented_examples_parse():
     criterion = parse("every_n_batches(5) | (target in [6, 23] & confidence < 0.5)")
     assert criterion == C.every_n_batches(5) | (

@@ -144,6 +144,20 @@ def test_torch_dataset_images_targets_heatmaps(full):
         full.torch_dataset(with_heatmap="captum")
 
 
+def test_a_name_that_is_not_an_identifier_is_suggested_as_criteria_write_it(tmp_path):
+    with ExportWriter(tmp_path / "e", {"name": "odd names"}, fiftyone=False) as writer:
+        writer.add_records("clf", "benign", [0, 1], {"my-col": [1.0, -1.0], "größe": ["a", "b"]},
+                           batch=0, positions=[0, 1], images=np.zeros((2, 2, 2, 3), np.uint8))
+    export = open_export(tmp_path / "e")
+    with pytest.raises(UnknownColumnError, match=r"unknown column 'mycol' \(did you mean `my-col`\?\)"):
+        export.table("mycol > 0")
+    with pytest.raises(UnknownColumnError, match=r"unknown column 'mycol' \(did you mean 'my-col'\?\)"):
+        export.table(columns=["mycol"])  # a list of names, not criteria: no backticks
+    with pytest.raises(CriteriaSyntaxError, match="in backticks: `größe`"):
+        export.table("größe == 'a'")
+    assert export.table("`größe` == 'a' & `my-col` > 0").column("sample_index").to_pylist() == [0]
+
+
 def test_unknown_columns_name_the_column_and_list_the_others(full):
     with pytest.raises(UnknownColumnError) as error:
         full.table("correct & confidnce < 0.5")

@@ -58,6 +58,7 @@ from armory_datasets.criteria.nodes import (
     Value,
     all_of,
     any_of,
+    format_name,
     sequence_of,
     to_scalar,
 )
@@ -92,6 +93,25 @@ _TOKEN = re.compile(
 )
 
 
+_WORD = re.compile(r"\w+")
+
+
+def _quoting_hint(text: str, position: int) -> str:
+    """For a letter outside A-Z and a-z inside a name: how to write that name.
+
+    Example:
+        >>> _quoting_hint("größe == 'a'", 2)
+        '; write a name with characters other than A-Z, a-z, 0-9 and _ in backticks: `größe`'
+    """
+    if not _WORD.match(text, position):
+        return ""
+    start = position
+    while start and _WORD.match(text[start - 1]):
+        start -= 1
+    name = _WORD.match(text, start).group()
+    return f"; write a name with characters other than A-Z, a-z, 0-9 and _ in backticks: " + format_name(name)
+
+
 @dataclass(frozen=True)
 class Token:
     kind: str  # number, string, quoted, name, op, end
@@ -104,7 +124,8 @@ def tokenize(text: str) -> list[Token]:
     while position < len(text):
         match = _TOKEN.match(text, position)
         if match is None:
-            raise CriteriaSyntaxError(f"unexpected character {text[position]!r}", text, position)
+            raise CriteriaSyntaxError(f"unexpected character {text[position]!r}{_quoting_hint(text, position)}",
+                                      text, position)
         kind = match.lastgroup or ""
         if kind != "space":
             tokens.append(Token(kind, match.group(), position))
