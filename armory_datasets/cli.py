@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import sys
 import traceback
@@ -145,7 +146,7 @@ def _write(table: Any, fmt: str, output: str | None) -> None:
         pq.write_table(table, output, **parquet_options(table.schema))
         return
     if fmt == "json":
-        text = json.dumps(table.to_pylist(), default=str, indent=1) + "\n"
+        text = _strict_json(table.to_pylist(), indent=1) + "\n"
     elif fmt == "csv":
         text = _json_nested(table).to_pandas().to_csv(index=False)
     else:
@@ -154,6 +155,31 @@ def _write(table: Any, fmt: str, output: str | None) -> None:
         sys.stdout.write(text)
     else:
         Path(output).write_text(text)
+
+
+def _strict_json(value: Any, indent: int | None = None) -> str:
+    """JSON text (RFC 8259) of ``value``: NaN and infinities, for which JSON has no number,
+    become null (Python's ``json`` would write ``NaN`` and ``Infinity``, which ``jq`` and
+    browsers reject).
+
+    Example:
+        >>> _strict_json({"score": float("inf"), "logits": [1.5, float("nan")]})
+        '{"score": null, "logits": [1.5, null]}'
+    """
+    try:
+        return json.dumps(value, default=str, indent=indent, allow_nan=False)
+    except ValueError:  # a float out of JSON's range somewhere: only then walk the value
+        return json.dumps(_finite(value), default=str, indent=indent)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _json_nested(table: Any) -> Any:
@@ -168,8 +194,7 @@ def _json_nested(table: Any) -> Any:
 
     for i, field in enumerate(table.schema):
         if pa.types.is_nested(field.type):
-            text = [None if v is None else json.dumps(v, default=str)
-                    for v in table.column(i).to_pylist()]
+            text = [None if v is None else _strict_json(v) for v in table.column(i).to_pylist()]
             table = table.set_column(i, field.name, pa.array(text, pa.string()))
     return table
 
@@ -427,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="DuckDB SQL over the view 'samples' instead of --where/--columns")
     query.add_argument("--columns", metavar="A,B", help="comma-separated columns (default: all)")
     query.add_argument("--format", choices=FORMATS, default="table",
-                       help="output format (default: table; parquet needs --output)")
+                       help="output format (default: table; parquet needs --output; json is "
+                            "strict: NaN and infinities are null)")
     query.add_argument("--limit", type=int, metavar="N", help="at most N records")
     query.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout")
 

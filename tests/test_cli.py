@@ -74,6 +74,18 @@ def test_query_formats(export, tmp_path):
         {"chain": "benign", "n": 32}, {"chain": "fgsm", "n": 32}]
 
 
+def test_json_output_is_strict_json(export):
+    """NaN and infinities (a metadata column may hold them) are null: JSON has no such numbers."""
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+
+    sql = "SELECT 'inf'::DOUBLE AS x, 'nan'::DOUBLE AS y, [1.5, '-inf'::DOUBLE] AS z, 2.5::DOUBLE AS w"
+    assert strict(run("query", export.path, "--sql", sql, "--format", "json").stdout) == [
+        {"x": None, "y": None, "z": [1.5, None], "w": 2.5}]
+    csv = pd.read_csv(io.StringIO(run("query", export.path, "--sql", sql, "--format", "csv").stdout))
+    assert strict(csv.z[0]) == [1.5, None]  # a list cell is JSON text
+
+
 def caret_column(stderr: str) -> tuple[str, int]:
     """The echoed criteria line and the column the caret points at (both after the indent)."""
     lines = stderr.rstrip("\n").split("\n")
