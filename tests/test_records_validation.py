@@ -98,6 +98,9 @@ CASES = {
                                         r"criterion: positions \[5\] outside a batch of 2"),
     "criterion unknown column": (dict(make_batches=lambda: [batch()], criterion=C.col("nope") > 1),
                                  r"criterion nope > 1: reads \['nope'\], which these records do not have"),
+    "criterion of the wrong type": (dict(make_batches=lambda: [batch()], criterion=C.parse("target == 'cat'")),
+                                    r'criterion target == "cat": cannot be applied to these records '
+                                    r"\(target int64\)"),
 }
 
 

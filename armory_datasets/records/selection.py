@@ -46,11 +46,16 @@ def select(criterion: Criterion, records: Any, args: tuple[Any, ...]) -> np.ndar
     _require_columns(criterion, table)
     rows = pa.Table.from_batches([table])
     expression = _expression(criterion)
-    if expression is None:  # object criteria: the query path's arrow_mask
-        return criterion.arrow_mask(rows).fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
-    mask = np.zeros(table.num_rows, dtype=bool)
-    mask[rows.filter(expression).column("position").to_numpy()] = True  # the query's own filter
-    return mask
+    try:
+        if expression is None:  # object criteria: the query path's arrow_mask
+            return criterion.arrow_mask(rows).fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+        mask = np.zeros(table.num_rows, dtype=bool)
+        mask[rows.filter(expression).column("position").to_numpy()] = True  # the query's own filter
+        return mask
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:  # as a query says it
+        types = ", ".join(f"{name} {table.schema.field(name).type}" for name in dict.fromkeys(_names(criterion)))
+        raise ValueError(f"criterion {criterion}: cannot be applied to these records ({types}): "
+                         f"{error}") from None
 
 
 @lru_cache(maxsize=256)
