@@ -89,9 +89,11 @@ class UnknownColumnError(CriterionError):
         self.column, self.available = column, list(available)
         close = difflib.get_close_matches(column, available, n=1)
         hint = ""
-        if close:  # criteria write a name that is not an identifier in backticks
-            quoted = format_name(close[0])
-            hint = f" (did you mean {quoted if what == 'where' and quoted != close[0] else repr(close[0])}?)"
+        if close:
+            suggestion = repr(close[0])
+            if what == "where" and format_name(close[0]) != close[0]:
+                suggestion = format_name(close[0])  # criteria write such a name in backticks
+            hint = f" (did you mean {suggestion}?)"
         super().__init__(f"{what}: unknown column {column!r}{hint}; this export has: "
                          f"{', '.join(available)}", text, position)
 

@@ -109,7 +109,7 @@ def _quoting_hint(text: str, position: int) -> str:
     while start and _WORD.match(text[start - 1]):
         start -= 1
     name = _WORD.match(text, start).group()
-    return f"; write a name with characters other than A-Z, a-z, 0-9 and _ in backticks: " + format_name(name)
+    return "; write a name with characters other than A-Z, a-z, 0-9 and _ in backticks: " + format_name(name)
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,8 @@ def tokenize(text: str) -> list[Token]:
     while position < len(text):
         match = _TOKEN.match(text, position)
         if match is None:
-            raise CriteriaSyntaxError(f"unexpected character {text[position]!r}{_quoting_hint(text, position)}",
-                                      text, position)
+            hint = _quoting_hint(text, position)
+            raise CriteriaSyntaxError(f"unexpected character {text[position]!r}{hint}", text, position)
         kind = match.lastgroup or ""
         if kind != "space":
             tokens.append(Token(kind, match.group(), position))

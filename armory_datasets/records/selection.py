@@ -53,7 +53,8 @@ def select(criterion: Criterion, records: Any, args: tuple[Any, ...]) -> np.ndar
         mask[rows.filter(expression).column("position").to_numpy()] = True  # the query's own filter
         return mask
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:  # as a query says it
-        types = ", ".join(f"{name} {table.schema.field(name).type}" for name in dict.fromkeys(_names(criterion)))
+        names = dict.fromkeys(_names(criterion))
+        types = ", ".join(f"{name} {table.schema.field(name).type}" for name in names)
         raise ValueError(f"criterion {criterion}: cannot be applied to these records ({types}): "
                          f"{error}") from None
 
