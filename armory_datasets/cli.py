@@ -375,13 +375,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = verify_export(args.path, repair=args.repair)
     if args.json:
         print(json.dumps({"path": str(report.export_dir), "ok": report.ok,
-                          "records": report.records, "repaired": report.repaired,
+                          "records": report.records, "status": report.status, "repaired": report.repaired,
                           "problems": [vars(p) for p in report.problems],
                           "quarantined": report.quarantined,
                           "lost_records": report.lost_records}, indent=2))
     else:
         print(report)
     return 0 if report.ok else 1
+
+
 def cmd_commit(args: argparse.Namespace) -> int:
     """Commit an export its shards wrote (every writer journal done, no record twice)."""
     from armory_datasets.store.commit import commit_export

@@ -89,6 +89,7 @@ class VerifyReport:
     quarantined: list[str] = field(default_factory=list)
     repaired: bool = False
     records: int = 0
+    status: str | None = None  # the manifest's ("writing": incomplete), None without one
 
     @property
     def ok(self) -> bool:
@@ -96,9 +97,12 @@ class VerifyReport:
         return not self.problems or self.repaired
 
     def __str__(self) -> str:
+        incomplete = "; incomplete (status 'writing')" if self.status == "writing" else ""
         lines = [f"{self.export_dir}: {self.records} readable records, "
-                 f"{len(self.problems)} problem(s)"]
+                 f"{len(self.problems)} problem(s){incomplete}"]
         lines += [f"  {p}" for p in self.problems]
+        if incomplete and not self.lost_records:
+            lines.append("  run the export again into this directory to finish it")
         if self.repaired:
             lines += [f"  quarantined: {q}" for q in self.quarantined]
             lines.append(f"  lost records ({len(self.lost_records)}): "
@@ -162,6 +166,7 @@ class _Check:
 
     def run(self) -> VerifyReport:
         manifest, salvage = self.manifest()
+        self.report.status = manifest["status"] if manifest else None
         listed = manifest["table"]["parts"] if manifest else self.found_parts()
         rows: list[tuple[Path, pa.Table, bool]] = []
         for name in listed:
@@ -417,6 +422,7 @@ class _Check:
         if lost:
             manifest["status"] = "writing"
         write_manifest(self.root, manifest)
+        self.report.status = manifest["status"]
         self.report.lost_records = lost
         self.report.repaired = True
 

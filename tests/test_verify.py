@@ -170,7 +170,28 @@ def test_verify_json_and_a_clean_export(original, capsys):
     assert main(["verify", str(original), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] and report["records"] == RECORDS and report["problems"] == []
+    assert report["status"] == "complete"
     assert open_export(original).verify().ok
+
+
+def test_an_incomplete_export_verifies_and_says_it_is_incomplete(tmp_path, capsys):
+    """A killed export is not damaged, but '0 problem(s)' alone would read as finished."""
+    import numpy as np
+
+    from armory_datasets.store import ExportWriter
+
+    writer = ExportWriter(tmp_path / "killed", {"name": "killed"}, fiftyone=False)
+    writer.add_records("clf", "benign", [0, 1], {"target": [1, 2]}, batch=0, positions=[0, 1],
+                       images=np.zeros((2, 2, 2, 3), np.uint8))
+    writer.end_batch()
+    writer.abort()  # as a killed process leaves it: its finished batches kept, status "writing"
+    report = verify_export(tmp_path / "killed")
+    assert report.ok and report.status == "writing" and report.records == 2
+    assert str(report).splitlines() == [
+        f"{tmp_path / 'killed'}: 2 readable records, 0 problem(s); incomplete (status 'writing')",
+        "  run the export again into this directory to finish it"]
+    assert main(["verify", str(tmp_path / "killed"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "writing"
 
 
 def test_a_committed_multi_writer_export_verifies_and_its_damage_is_still_found(tmp_path):
