@@ -102,7 +102,8 @@ def open_export(path: str | Path) -> Export:
     """Open an export directory (as written by ``ExportWriter``) for reading.
 
     Raises FileNotFoundError for a missing directory, manifest or listed table part,
-    ValueError for an invalid manifest.
+    NotADirectoryError for a file (such as the manifest itself), ValueError for an
+    invalid manifest.
 
     Example:
         >>> open_export("/nonexistent")
@@ -125,6 +126,11 @@ class Export:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
+        if self.path.is_file():
+            manifest_file = self.path.name == MANIFEST_FILE
+            parent = f" (the export is its directory, {self.path.parent})" if manifest_file else ""
+            raise NotADirectoryError(f"{path}: a file{parent}; expected an export directory "
+                                     f"({MANIFEST_FILE}, table/, media/)")
         if not self.path.is_dir():
             raise FileNotFoundError(f"{path}: no such directory; expected an export directory "
                                     f"({MANIFEST_FILE}, table/, media/)")

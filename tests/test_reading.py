@@ -182,6 +182,8 @@ def test_missing_directory_manifest_and_parts(tmp_path, full):
         open_export(tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         open_export(tmp_path)
+    with pytest.raises(NotADirectoryError, match=f"a file \\(the export is its directory, {full.path}\\)"):
+        open_export(full.path / "manifest.json")
     copy = tmp_path / "copy"
     shutil.copytree(full.path, copy)
     (copy / "table" / "part-00000.parquet").unlink()
