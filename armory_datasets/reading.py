@@ -35,7 +35,8 @@ from armory_datasets.criteria import CriteriaSyntaxError, Criterion, parse
 from armory_datasets.criteria.nodes import format_name, object_nodes
 from armory_datasets.criteria.to_sql import quote_identifier, sql_literal
 from armory_datasets.schema import VOCABULARY, parse_arrow_type
-from armory_datasets.store.manifest import MANIFEST_FILE, SUPPORTED_VERSIONS, read_manifest
+from armory_datasets.store.manifest import (MANIFEST_FILE, SUPPORTED_VERSIONS, export_directory,
+                                            read_manifest)
 from armory_datasets.store.parquet_writer import TABLE_METADATA
 from armory_datasets.untrusted import DamagedExportError, damaged, inside_export
 
@@ -125,15 +126,7 @@ class Export:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path).resolve()
-        if self.path.is_file():
-            manifest_file = self.path.name == MANIFEST_FILE
-            parent = f" (the export is its directory, {self.path.parent})" if manifest_file else ""
-            raise NotADirectoryError(f"{path}: a file{parent}; expected an export directory "
-                                     f"({MANIFEST_FILE}, table/, media/)")
-        if not self.path.is_dir():
-            raise FileNotFoundError(f"{path}: no such directory; expected an export directory "
-                                    f"({MANIFEST_FILE}, table/, media/)")
+        self.path = export_directory(path)
         manifest = read_manifest(self.path)
         if manifest is None:
             raise FileNotFoundError(f"{path}: no {MANIFEST_FILE}; expected an export directory "

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from armory_datasets.store.commit import WRITERS_DIR
 from armory_datasets.store.manifest import (
     MANIFEST_FILE,
+    export_directory,
     format_arrow_type,
     is_part_name,
     new_manifest,
@@ -120,12 +121,9 @@ def verify_export(path: str | Path, repair: bool = False) -> VerifyReport:
         >>> verify_export("/nonexistent")
         Traceback (most recent call last):
         ...
-        FileNotFoundError: /nonexistent: no such directory; expected an export directory
+        FileNotFoundError: /nonexistent: no such directory; expected an export directory (manifest.json, table/, media/)
     """
-    root = Path(path).resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"{path}: no such directory; expected an export directory")
-    check = _Check(root, repair)
+    check = _Check(export_directory(path), repair)
     try:
         return check.run()
     except _Stop:

@@ -166,6 +166,11 @@ def test_an_unknown_version_is_reported_not_repaired(original, tmp_path):
     assert not (root / "quarantine").exists()
 
 
+def test_verify_of_a_file_names_the_export_directory(original):
+    with pytest.raises(NotADirectoryError, match=f"a file \\(the export is its directory, {original}\\)"):
+        verify_export(original / "manifest.json")
+
+
 def test_verify_json_and_a_clean_export(original, capsys):
     assert main(["verify", str(original), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -210,6 +210,27 @@ def check_versions(doc: Any, path: Path) -> None:
                 f"exports)", path)
 
 
+def export_directory(path: str | Path) -> Path:
+    """``path`` resolved, when it is a directory; FileNotFoundError when nothing is there,
+    NotADirectoryError for a file (the manifest itself, say: its directory is named).
+
+    Example:
+        >>> export_directory("/nonexistent")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: /nonexistent: no such directory; expected an export directory (manifest.json, table/, media/)
+    """
+    resolved = Path(path).resolve()
+    expected = f"expected an export directory ({MANIFEST_FILE}, table/, media/)"
+    if resolved.is_file():
+        is_manifest = resolved.name == MANIFEST_FILE
+        parent = f" (the export is its directory, {resolved.parent})" if is_manifest else ""
+        raise NotADirectoryError(f"{path}: a file{parent}; {expected}")
+    if not resolved.is_dir():
+        raise FileNotFoundError(f"{path}: no such directory; {expected}")
+    return resolved
+
+
 def read_manifest(export_dir: Path) -> dict[str, Any] | None:
     """The validated manifest of an export directory, or None if it has none.
 
