@@ -94,7 +94,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     m = export.manifest
     counts = m["counts"] or count_records(export.path / m["table"]["dir"])
     if args.json:
-        print(json.dumps({"path": str(export.path), "counts": counts, "manifest": m}, indent=2))
+        from armory_datasets.store.manifest import to_json
+
+        print(to_json({"path": str(export.path), "counts": counts, "manifest": m}))
         return 0
     evaluation = m["evaluation"]
     images, image_bytes = _size(export.path / "media" / "images")

@@ -42,7 +42,9 @@ import pyarrow.parquet as pq
 from armory_datasets.store import media
 from armory_datasets.store.manifest import (
     MANIFEST_FILE,
+    from_json,
     read_manifest,
+    to_json,
     validate_manifest,
     write_manifest,
 )
@@ -100,7 +102,7 @@ def create_or_join(export_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]
     validate_manifest(manifest)
     path = export_dir / MANIFEST_FILE
     tmp = path.with_name(f".{MANIFEST_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.write_text(to_json(manifest) + "\n")
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -125,7 +127,7 @@ def write_journal(table_dir: Path, journal: dict[str, Any]) -> None:
     path = journal_path(table_dir, journal["writer"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(journal, indent=1) + "\n")
+    tmp.write_text(to_json(journal, indent=1) + "\n")
     os.replace(tmp, path)
 
 
@@ -139,7 +141,7 @@ def read_journals(table_dir: Path) -> dict[str, dict[str, Any]]:
     folder = Path(table_dir) / WRITERS_DIR
     journals = {}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
-        journal = json.loads(path.read_text())
+        journal = from_json(path.read_text())
         if not isinstance(journal, dict) or journal.get("writer") != path.stem \
                 or not isinstance(journal.get("parts"), list):
             raise ValueError(f"{path}: not a writer journal; expected {{'writer': "

@@ -4,7 +4,7 @@ New exports write version 2 (it adds the objects table and run-level ``metrics``
 version 1 manifests, of older exports, still read.
 
 Validation uses the ``jsonschema`` package (a dependency of armory_datasets); the
-manifest is written atomically (tmp + ``os.replace``).
+manifest is written atomically (tmp + ``os.replace``), as strict JSON (:func:`to_json`).
 
 Example:
     >>> import tempfile
@@ -18,8 +18,9 @@ Example:
 from __future__ import annotations
 
 import json
-import re
+import math
 import os
+import re
 import secrets
 from datetime import datetime, timezone
 from functools import cache
@@ -141,6 +142,52 @@ def _json_default(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
 
+_NON_FINITE = "$numberDouble"  # MongoDB Extended JSON's key for a double JSON has no number for
+_NON_FINITE_TEXT = {"Infinity": float("inf"), "-Infinity": float("-inf"), "NaN": float("nan")}
+
+
+def to_json(doc: Any, indent: int | None = 2) -> str:
+    """``doc`` as strict JSON (RFC 8259), which ``jq``, browsers and Spark read: a NaN or
+    infinity (an attack's ``norm``, say) is written as MongoDB Extended JSON writes it,
+    ``{"$numberDouble": "Infinity"}`` ("-Infinity", "NaN"), and :func:`from_json` reads it
+    back as the float. Python's ``json`` would write the bare ``Infinity``, not JSON.
+
+    Example:
+        >>> to_json({"norm": float("inf"), "eps": 0.5}, indent=None)
+        '{"norm": {"$numberDouble": "Infinity"}, "eps": 0.5}'
+    """
+    try:
+        return json.dumps(doc, indent=indent, allow_nan=False)
+    except ValueError:  # a float out of JSON's range somewhere: only then walk the document
+        return json.dumps(_encode_non_finite(doc), indent=indent, allow_nan=False)
+
+
+def _encode_non_finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return {_NON_FINITE: "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
+    if isinstance(value, dict):
+        return {key: _encode_non_finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode_non_finite(item) for item in value]
+    return value
+
+
+def from_json(text: str | bytes) -> Any:
+    """The document :func:`to_json` wrote (older manifests' bare ``Infinity`` and ``NaN`` too).
+
+    Example:
+        >>> from_json('{"norm": {"$numberDouble": "-Infinity"}}')
+        {'norm': -inf}
+    """
+    return json.loads(text, object_hook=_decode_non_finite)
+
+
+def _decode_non_finite(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and obj.get(_NON_FINITE) in _NON_FINITE_TEXT:
+        return _NON_FINITE_TEXT[obj[_NON_FINITE]]
+    return obj
+
+
 @cache
 def _validator(version: int = MANIFEST_VERSION) -> Any:
     import jsonschema
@@ -248,7 +295,7 @@ def read_manifest(export_dir: Path) -> dict[str, Any] | None:
         raise damaged(path, "not a regular file (a symlink or folder); expected the export's "
                       "JSON manifest", Path(export_dir))
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
+        doc = from_json(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise damaged(path, f"not a readable JSON manifest ({error})", Path(export_dir)) from None
     check_versions(doc, path)
@@ -270,5 +317,5 @@ def write_manifest(export_dir: Path, doc: dict[str, Any]) -> None:
     validate_manifest(doc)
     path = Path(export_dir) / MANIFEST_FILE
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.write_text(to_json(doc) + "\n")
     os.replace(tmp, path)
