@@ -37,6 +37,7 @@ from armory_datasets.criteria.to_sql import quote_identifier, sql_literal
 from armory_datasets.schema import VOCABULARY, parse_arrow_type
 from armory_datasets.store.manifest import (MANIFEST_FILE, SUPPORTED_VERSIONS, export_directory,
                                             read_manifest)
+from armory_datasets.store.footers import arrow_schema
 from armory_datasets.store.parquet_writer import TABLE_METADATA
 from armory_datasets.untrusted import DamagedExportError, damaged, inside_export
 
@@ -617,7 +618,7 @@ def part_schema(part: Path, export_dir: Path) -> pa.Schema:
         armory_datasets.untrusted.DamagedExportError: /nonexistent.parquet: cannot be read as Parquet (...No such file or directory); run `armory-datasets verify /` to list the damage and `--repair` to recover
     """
     try:
-        schema = pq.read_schema(part)
+        schema = arrow_schema(part)
     except (OSError, pa.ArrowException) as error:
         raise damaged(part, f"cannot be read as Parquet ({error})", export_dir) from None
     (key, _), = TABLE_METADATA.items()

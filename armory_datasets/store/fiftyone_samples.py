@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from armory_datasets.records.names import RESERVED_FIELDS
 from armory_datasets.schema import VOCABULARY
 from armory_datasets.store import media
+from armory_datasets.store.footers import parquet_file
 from armory_datasets.untrusted import Confinement, heatmap_fields
 
 CLASSIFICATION_LABELS = ("ground_truth", "prediction")
@@ -67,7 +67,7 @@ class SampleDocuments:
         setters = [(name, self._setter(name)) for name in self.schema.names]
         seen = self.seen
         for path in self.parts:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=2048):
+            for batch in parquet_file(path).iter_batches(batch_size=2048):
                 # Columns without a value in this batch (a classification export's boxes,
                 # say) are neither converted nor visited per row.
                 filled = [name for name in batch.schema.names

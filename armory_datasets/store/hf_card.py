@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from armory_datasets.store.footers import parquet_file
 from armory_datasets.store.parquet_writer import parquet_options, part_paths
 
 __all__ = ["CARD_FILE", "METADATA_FILE", "hf_label_metadata", "write_dataset_card"]
@@ -101,7 +102,7 @@ def write_dataset_card(export_dir: str | Path, manifest: dict[str, Any],
     # Part by part: a dataset scan costs more per part than these columns in a small export.
     tables = []
     for part in parts:
-        file = pq.ParquetFile(part)
+        file = parquet_file(part)
         names = file.schema_arrow.names  # converted from the footer on each access: once per part
         tables.append(file.read(columns=[c for c in ("image_path", *LABEL_COLUMNS) if c in names]))
     table = pa.concat_tables(tables, promote_options="default")

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from armory_datasets.schema import SCHEMAS_DIR, load_vocabulary
+from armory_datasets.store.footers import footer, parquet_file
 from armory_datasets.store.manifest import OBJECTS_DIR
 from armory_datasets.store.parquet_writer import parquet_options
 
@@ -114,12 +115,12 @@ def write_objects(export_dir: Path, parts: list[Path], class_names: list[str] | 
     folder = Path(export_dir) / OBJECTS_DIR
     written = []
     for part in parts:
-        metadata = pq.read_metadata(part)
+        metadata = footer(part)
         present = set(metadata.schema.to_arrow_schema().names)
         wanted = [c for c in (*_KEYS, *OBJECT_COLUMNS) if c in present]
         if not present & OBJECT_COLUMNS.keys() or _all_null(metadata, OBJECT_COLUMNS):
             continue
-        objects = objects_of(pq.read_table(part, columns=wanted), class_names)
+        objects = objects_of(parquet_file(part).read(columns=wanted), class_names)
         if not objects.num_rows:
             continue
         folder.mkdir(exist_ok=True)

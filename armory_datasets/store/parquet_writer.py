@@ -35,6 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from armory_datasets.store.footers import arrow_schema, parquet_file
+
 PART_GLOB = "part-*.parquet"
 TABLE_METADATA = {b"armory_datasets.table": b"1"}
 _UNIQUE_STRINGS = ("record_key", "file_name")  # and every "*_path": one value per record
@@ -99,7 +101,7 @@ def unified_schema(table_dir: Path, parts: list[Path] | None = None) -> pa.Schem
         >>> unified_schema(Path("/nonexistent")) is None
         True
     """
-    schemas = [pq.read_schema(p) for p in (part_paths(table_dir) if parts is None else parts)]
+    schemas = [arrow_schema(p) for p in (part_paths(table_dir) if parts is None else parts)]
     return pa.unify_schemas(schemas) if schemas else None
 
 
@@ -117,7 +119,7 @@ def conform_parts(table_dir: Path, schema: pa.Schema | None = None,
     schema = unified_schema(table_dir, parts) if schema is None else schema
     rewritten = 0
     for path in parts:
-        source = pq.ParquetFile(path)
+        source = parquet_file(path)
         if source.schema_arrow.equals(schema):
             continue
         tmp = _tmp_path(path)
@@ -169,7 +171,7 @@ def read_keys(parts: Path | list[Path]) -> dict[str, set[int]]:
     """
     keys: dict[str, set[int]] = {}
     for path in part_paths(parts) if isinstance(parts, Path) else parts:
-        for batch in pq.ParquetFile(path).iter_batches(columns=["chain", "sample_index"]):
+        for batch in parquet_file(path).iter_batches(columns=["chain", "sample_index"]):
             for chain, index in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
                 keys.setdefault(chain, set()).add(index)
     return keys
@@ -185,7 +187,7 @@ def count_records(table_dir: Path, parts: list[Path] | None = None) -> dict[str,
     per_chain: Counter[str] = Counter()
     per_exporter: Counter[str] = Counter()
     for path in part_paths(table_dir) if parts is None else parts:
-        for batch in pq.ParquetFile(path).iter_batches(columns=["chain", "exporters"]):
+        for batch in parquet_file(path).iter_batches(columns=["chain", "exporters"]):
             per_chain.update(_value_counts(batch.column(0)))
             per_exporter.update(_value_counts(pc.list_flatten(batch.column(1))))
     return {

@@ -1,0 +1,68 @@
+"""Parquet footers read once per version of a file, shared by every reader of it.
+
+Finishing an export opens its new part seven times (its schema, conforming, counts,
+objects, card, and the FiftyOne build's schema and rows), and each ``pq.ParquetFile``
+reads and parses the footer again: 0.23 ms of CPU a time on a classification part, of
+which a shared footer saves 0.12 ms (0.24 ms of a schema read). Entries are keyed by
+the file's identity (device, inode, size, modification time), so a part rewritten (a
+conformed part is a new file renamed over the old) or damaged is read again. Written
+here because pyarrow keeps no such cache.
+
+Example:
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "p.parquet"
+    >>> pq.write_table(pa.table({"x": [1, 2]}), path)
+    >>> parquet_file(path).read().num_rows, arrow_schema(path).names
+    (2, ['x'])
+    >>> footer(path) is footer(path)
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["arrow_schema", "footer", "parquet_file"]
+
+_MAX_ENTRIES = 256
+_cache: OrderedDict[tuple[int, int, int, int], pq.FileMetaData] = OrderedDict()
+_lock = threading.Lock()
+
+
+def footer(path: str | Path) -> pq.FileMetaData:
+    """The footer of the Parquet file at ``path``, read once per version of the file.
+
+    Errors are pyarrow's, as for an uncached read (``OSError``, ``ArrowInvalid``).
+    """
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return pq.read_metadata(path)  # raises pyarrow's error, naming the file as it does
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _lock:
+        metadata = _cache.get(key)
+        if metadata is not None:
+            _cache.move_to_end(key)
+            return metadata
+    metadata = pq.read_metadata(path)
+    with _lock:
+        _cache[key] = metadata
+        if len(_cache) > _MAX_ENTRIES:
+            _cache.popitem(last=False)
+    return metadata
+
+
+def parquet_file(path: str | Path) -> pq.ParquetFile:
+    """``pq.ParquetFile(path)`` on the shared footer."""
+    return pq.ParquetFile(path, metadata=footer(path))
+
+
+def arrow_schema(path: str | Path) -> pa.Schema:
+    """The Arrow schema of the Parquet file at ``path`` (``pq.read_schema``) from its shared footer."""
+    return footer(path).schema.to_arrow_schema()
