@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from armory_datasets.schema import VOCABULARY
+from armory_datasets.store.footers import shared_footers
 from armory_datasets.store.hf_card import write_dataset_card
 from armory_datasets.store.manifest import format_arrow_type, read_manifest, write_manifest
 from armory_datasets.store.parquet_writer import conform_parts, count_records, part_paths, unified_schema
@@ -55,6 +56,7 @@ def finalize_export(export_dir: str | Path, old_export: dict[str, Any] | None = 
         raise FileNotFoundError(f"{export_dir}: no manifest.json; expected an export directory")
     table_dir = export_dir / TABLE_DIR
     with ExitStack() as stack:
+        stack.enter_context(shared_footers())  # the part's readers here and in the build parse its footer once
         if manifest["fiftyone"]["dataset"] and collection is None:  # made while the directory is finished
             from armory_datasets.store.fiftyone_import import export_collection
 
