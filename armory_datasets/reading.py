@@ -35,9 +35,9 @@ from armory_datasets.criteria import CriteriaSyntaxError, Criterion, parse
 from armory_datasets.criteria.nodes import format_name, object_nodes
 from armory_datasets.criteria.to_sql import quote_identifier, sql_literal
 from armory_datasets.schema import VOCABULARY, parse_arrow_type
+from armory_datasets.store.footers import arrow_schema
 from armory_datasets.store.manifest import (MANIFEST_FILE, SUPPORTED_VERSIONS, export_directory,
                                             read_manifest)
-from armory_datasets.store.footers import arrow_schema
 from armory_datasets.store.parquet_writer import TABLE_METADATA
 from armory_datasets.untrusted import DamagedExportError, damaged, inside_export
 
