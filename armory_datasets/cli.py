@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import sys
 import traceback
@@ -168,20 +167,9 @@ def _strict_json(value: Any, indent: int | None = None) -> str:
         >>> _strict_json({"score": float("inf"), "logits": [1.5, float("nan")]})
         '{"score": null, "logits": [1.5, null]}'
     """
-    try:
-        return json.dumps(value, default=str, indent=indent, allow_nan=False)
-    except ValueError:  # a float out of JSON's range somewhere: only then walk the value
-        return json.dumps(_finite(value), default=str, indent=indent)
+    from armory_datasets.store.manifest import strict_json
 
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
+    return strict_json(value, indent, lambda number: None, default=str)
 
 
 def _json_nested(table: Any) -> Any:

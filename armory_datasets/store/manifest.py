@@ -22,6 +22,7 @@ import math
 import os
 import re
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -156,20 +157,37 @@ def to_json(doc: Any, indent: int | None = 2) -> str:
         >>> to_json({"norm": float("inf"), "eps": 0.5}, indent=None)
         '{"norm": {"$numberDouble": "Infinity"}, "eps": 0.5}'
     """
+    return strict_json(doc, indent, _extended_json)
+
+
+def strict_json(value: Any, indent: int | None, non_finite: Callable[[float], Any],
+                default: Callable[[Any], Any] | None = None) -> str:
+    """JSON text (RFC 8259) of ``value``, each NaN or infinity in it replaced by
+    ``non_finite(number)``; ``default`` as ``json.dumps``'s.
+
+    Example:
+        >>> strict_json([1.5, float("nan")], None, lambda number: None)
+        '[1.5, null]'
+    """
     try:
-        return json.dumps(doc, indent=indent, allow_nan=False)
-    except ValueError:  # a float out of JSON's range somewhere: only then walk the document
-        return json.dumps(_encode_non_finite(doc), indent=indent, allow_nan=False)
+        return json.dumps(value, indent=indent, default=default, allow_nan=False)
+    except ValueError:  # a float out of JSON's range somewhere: only then walk the value
+        return json.dumps(_replace_non_finite(value, non_finite), indent=indent, default=default,
+                          allow_nan=False)
 
 
-def _encode_non_finite(value: Any) -> Any:
+def _replace_non_finite(value: Any, non_finite: Callable[[float], Any]) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
-        return {_NON_FINITE: "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")}
+        return non_finite(value)
     if isinstance(value, dict):
-        return {key: _encode_non_finite(item) for key, item in value.items()}
+        return {key: _replace_non_finite(item, non_finite) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_encode_non_finite(item) for item in value]
+        return [_replace_non_finite(item, non_finite) for item in value]
     return value
+
+
+def _extended_json(number: float) -> dict[str, str]:
+    return {_NON_FINITE: "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")}
 
 
 def from_json(text: str | bytes) -> Any:
