@@ -84,7 +84,9 @@ def footer(path: str | Path) -> pq.FileMetaData:
 
 
 def parquet_file(path: str | Path) -> pq.ParquetFile:
-    """``pq.ParquetFile(path)`` on the shared footer."""
+    """``pq.ParquetFile(path)``, on the shared footer inside :func:`shared_footers`."""
+    if not _holders:  # reading the footer apart would open and parse the file twice
+        return pq.ParquetFile(path)
     return pq.ParquetFile(path, metadata=footer(path))
 
 
